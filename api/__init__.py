@@ -1,0 +1,1 @@
+"""GraphQL API over the read models (strawberry on Starlette, served by uvicorn)."""

@@ -1,0 +1,5 @@
+"""CQRS read-model projection server: Kafka order events into PostgreSQL read models."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
