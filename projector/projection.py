@@ -1,0 +1,55 @@
+"""What a projection is, as the engine sees it.
+
+A projection owns some read tables and folds events into them. The engine
+(``projector.engine``) owns consuming, checkpoints, dead letters, retries and
+the transaction; a projection only turns a batch of new events into row
+writes on the connection it is handed, inside that transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from projector.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    """An event with the log position it was read from."""
+
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+
+
+class Projection(Protocol):
+    """A named, versioned set of read tables maintained from the event stream.
+
+    ``tables`` are logical names (``order_summary``); the engine passes a
+    mapping from logical to physical names so that a rebuild can write the same
+    projection into shadow tables.
+    """
+
+    name: str
+    version: int
+    tables: tuple[str, ...]
+
+    def ddl(self, physical: Mapping[str, str]) -> list[str]:
+        """CREATE statements (tables, then indexes) for the given physical names."""
+        ...
+
+    async def apply(
+        self, conn: Any, batch: Sequence[Positioned], physical: Mapping[str, str]
+    ) -> set[str]:
+        """Apply ``batch`` (offset order within each partition) on ``conn``.
+
+        Runs inside the engine's transaction (and possibly a savepoint when the
+        engine bisects a failing batch). Must be idempotent for events already
+        applied and independent of arrival order. Every written row gets
+        ``updated_seq = nextval('projector_updated_seq')``. Returns the logical
+        names of the tables it changed.
+        """
+        ...
