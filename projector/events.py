@@ -64,7 +64,7 @@ class Event:
     producer: str | None = None
 
 
-class RejectReason(str, enum.Enum):
+class RejectReason(enum.StrEnum):
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
     SCHEMA_VIOLATION = "schema_violation"

@@ -95,7 +95,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "log_format": ("LOG_FORMAT", _parse_choice("text", "json"), "text or json"),
     "batch_max_events": ("PROJECTOR_BATCH_MAX_EVENTS", _parse_int(1, 1_000_000), "an integer 1..1000000"),
     "poll_timeout_ms": ("PROJECTOR_POLL_TIMEOUT_MS", _parse_int(1, 60_000), "milliseconds 1..60000"),
-    "session_timeout_ms": ("PROJECTOR_SESSION_TIMEOUT_MS", _parse_int(1000, 600_000), "milliseconds 1000..600000"),
+    "session_timeout_ms": (
+        "PROJECTOR_SESSION_TIMEOUT_MS", _parse_int(1000, 600_000), "milliseconds 1000..600000"),
     "auto_rebuild": ("PROJECTOR_AUTO_REBUILD", _parse_bool, "true or false"),
     "api_auth": ("API_AUTH", _parse_choice("none", "jwt"), "none or jwt"),
 }

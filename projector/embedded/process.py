@@ -73,7 +73,7 @@ class ChildProcess:
                 self.proc = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, user=self.user, env=self.env,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - must run post-setuid
+                    preexec_fn=_die_with_parent,
                 )
             except OSError as exc:
                 raise EmbeddedServerError(

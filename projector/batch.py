@@ -1,0 +1,98 @@
+"""Sorting a fetched batch into per-projection work. Pure: no I/O.
+
+A record is decoded once, whatever the number of projections. Each projection
+takes only the records at or above its own checkpoint, so projections whose
+checkpoints differ (one paused, one rebuilt) share one consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from projector.checkpoints import FROM_LOG_START, TP
+from projector.dead_letters import ALL_PROJECTIONS, DeadLetter
+from projector.events import Event, Rejection, RejectReason
+from projector.projection import Positioned, Projection
+
+DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A batch after decoding: per partition, (offset, Positioned | DeadLetter | None)."""
+
+    by_tp: dict[TP, list[tuple[int, Positioned | DeadLetter | None]]]
+    records: dict[tuple[str, int, int], Any]  # (topic, partition, offset) -> ConsumerRecord
+    unknown: int = 0
+    unknown_types: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class PartitionWork:
+    expected: int  # the checkpoint we expect to find stored (compare-and-set)
+    next_offset: int
+    events: list[Positioned] = field(default_factory=list)
+    rejected: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ProjectionWork:
+    projection: Projection
+    partitions: dict[TP, PartitionWork]
+
+
+def decode_records(records: Mapping[TP, Sequence[Any]], decode: DecodeFn) -> Decoded:
+    """Decode every record once; rejections become shared dead letters.
+
+    Unknown event types become None: skipped and counted, since a shared topic
+    may carry other teams' types.
+    """
+    out = Decoded(by_tp={}, records={})
+    for (topic, partition), recs in records.items():
+        items: list[tuple[int, Positioned | DeadLetter | None]] = []
+        for rec in recs:
+            out.records[(topic, partition, rec.offset)] = rec
+            headers = list(rec.headers or ())
+            result = decode(rec.value, rec.key, headers)
+            if isinstance(result, Event):
+                items.append((rec.offset, Positioned(result, topic, partition, rec.offset)))
+            elif result.reason is RejectReason.UNKNOWN_EVENT_TYPE:
+                out.unknown += 1
+                name = result.event_type or "?"
+                out.unknown_types[name] = out.unknown_types.get(name, 0) + 1
+                items.append((rec.offset, None))
+            else:
+                items.append((rec.offset, DeadLetter(
+                    ALL_PROJECTIONS, topic, partition, rec.offset, rec.key, rec.value, headers,
+                    result.reason.value, result.detail, None, result.event_type)))
+        out.by_tp[(topic, partition)] = items
+    return out
+
+
+def plan_work(projections: Sequence[Projection], positions: Mapping[str, Mapping[TP, int]],
+              decoded: Decoded) -> list[ProjectionWork]:
+    """Per projection, the records at or above its checkpoint, per partition."""
+    work: list[ProjectionWork] = []
+    for p in projections:
+        pos = positions.get(p.name, {})
+        parts: dict[TP, PartitionWork] = {}
+        for tp, items in decoded.by_tp.items():
+            if tp not in pos or not items:
+                continue  # not ours (any more), or paused
+            expected = pos[tp]
+            start = 0 if expected == FROM_LOG_START else expected
+            mine = [(o, x) for o, x in items if o >= start]
+            if not mine:
+                continue
+            pw = PartitionWork(expected, mine[-1][0] + 1)
+            for _, x in mine:
+                if isinstance(x, Positioned):
+                    pw.events.append(x)
+                elif isinstance(x, DeadLetter):
+                    pw.rejected.append(x)
+            parts[tp] = pw
+        if parts:
+            work.append(ProjectionWork(p, parts))
+    return work

@@ -1,0 +1,122 @@
+"""PostgreSQL at the edge: pools, error translation, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+import orjson
+
+from projector.errors import ConfigError, TransientError
+from projector.projection import Projection
+
+log = logging.getLogger("projector.db")
+
+# asyncpg errors that mean "try again later", not "this is wrong".
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError):
+        return True
+    return isinstance(exc, _TRANSIENT)
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4,
+                      **kwargs: Any) -> asyncpg.Pool:
+    """A pool whose connections decode jsonb with orjson."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec("jsonb", encoder=lambda v: v if isinstance(v, str)
+                                  else orjson.dumps(v).decode(), decoder=orjson.loads,
+                                  schema="pg_catalog")
+
+    try:
+        return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
+                                         init=init, **kwargs)
+    except (OSError, asyncpg.exceptions.PostgresConnectionError) as exc:
+        raise TransientError(f"cannot connect to PostgreSQL at {_redact(url)}: {exc}") from exc
+    except asyncpg.exceptions.InvalidCatalogNameError as exc:
+        raise ConfigError(f"DATABASE_URL names a database that does not exist: {exc}") from exc
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}@{host}"
+
+
+redact_url = _redact
+
+# Serialises concurrent `migrate` runs (two processes starting at once).
+_MIGRATION_LOCK = 0x70726F6A  # "proj"
+
+
+def _core_migrations() -> list[tuple[str, str]]:
+    files = importlib.resources.files("projector.migrations")
+    return sorted((f.name, f.read_text()) for f in files.iterdir() if f.name.endswith(".sql"))
+
+
+async def migrate(conn: asyncpg.Connection, projections: Iterable[Projection]) -> list[str]:
+    """Apply pending core migrations and create missing read tables.
+
+    Idempotent and safe to run from several processes at once. Returns the
+    names of the migrations applied now.
+    """
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for name, sql in _core_migrations():
+            if name in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            applied.append(name)
+        for p in projections:
+            row = await conn.fetchrow("SELECT tables FROM projections WHERE name = $1", p.name)
+            physical: dict[str, str] = (
+                dict(orjson.loads(row["tables"]) if isinstance(row["tables"], str)
+                     else row["tables"]) if row else {t: t for t in p.tables})
+            for t in p.tables:  # a projection that grew a table keeps its old ones
+                physical.setdefault(t, t)
+            for stmt in p.ddl(physical):
+                await conn.execute(stmt)
+            await conn.execute(
+                "INSERT INTO projections (name, version, tables) VALUES ($1, $2, $3::jsonb)"
+                " ON CONFLICT (name) DO UPDATE SET tables = excluded.tables",
+                p.name, p.version, orjson.dumps(physical).decode())
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return applied
+
+
+async def physical_tables(conn: asyncpg.Connection, name: str) -> dict[str, str]:
+    """Logical -> physical table names of a projection's live tables."""
+    raw = await conn.fetchval("SELECT tables FROM projections WHERE name = $1", name)
+    if raw is None:
+        return {}
+    data = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return {str(k): str(v) for k, v in data.items()}

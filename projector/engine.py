@@ -1,0 +1,387 @@
+"""The projector engine: consume, decode, apply, checkpoint, in one transaction per batch.
+
+Deciding and doing are apart: ``projector.batch`` sorts a fetched batch into
+per-projection work (pure); this module does the I/O: the Kafka consumer, the
+transaction, retries, fencing and rebalances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka.structs import OffsetAndMetadata
+
+from projector import checkpoints, dead_letters
+from projector.batch import Decoded, ProjectionWork, decode_records, plan_work
+from projector.checkpoints import FROM_LOG_START, TP
+from projector.db import is_transient, physical_tables
+from projector.errors import FencedError, LogTruncatedError
+from projector.events import Event, Rejection, RejectReason
+from projector.projection import Positioned, Projection
+from projector.retry import Backoff
+from projector.settings import Settings
+
+log = logging.getLogger("projector.engine")
+
+NOTIFY_CHANNEL = "projector_changes"
+_KAFKA_COMMIT_INTERVAL_S = 5.0
+
+DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # Finish the batch in flight before the partitions move: its
+        # checkpoints are compare-and-set, so a late commit would be fenced.
+        async with self.engine._batch_lock:
+            self.engine._forget([(tp.topic, tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self.engine._on_assigned([(tp.topic, tp.partition) for tp in assigned])
+
+
+class Engine:
+    """Runs a set of projections over the order topics.
+
+    Parameters:
+        settings: the frozen Settings (bootstrap servers, batch size, timeouts).
+        pool: an asyncpg pool on the database that holds the read models.
+        projections: the projections to maintain; all share one consumer.
+        group_id: Kafka consumer group (partitions shared between instances);
+            None assigns every partition of ``topics`` to this instance.
+        decode: bytes -> Event | Rejection (default: the schemas/ contract).
+    """
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool,
+                 projections: Sequence[Projection], *, topics: Sequence[str] | None = None,
+                 group_id: str | None = "", decode: DecodeFn | None = None,
+                 client_id: str = "projector") -> None:
+        self.settings = settings
+        self.pool = pool
+        self.projections = tuple(projections)
+        self.topics = tuple(topics or settings.topics)
+        self.group_id = settings.group_id if group_id == "" else group_id
+        if decode is None:
+            from projector.contracts import decode as default_decode
+            decode = default_decode
+        self.decode = decode
+        self.client_id = client_id
+        self._batch_lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._physical: dict[str, dict[str, str]] = {}
+        # projection -> {tp: next offset we expect to find stored}
+        self.positions: dict[str, dict[TP, int]] = {p.name: {} for p in self.projections}
+        self.refused: dict[TP, str] = {}
+        self.events_applied = 0
+        self.batches_committed = 0
+        self.unknown_skipped = 0
+        self._last_kafka_commit = 0.0
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until ``stopping`` is set; then shut down in order."""
+        await self._load_physical()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.require_kafka(),
+            group_id=self.group_id,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="none",  # we always seek; out of range must be loud
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self.settings.session_timeout_ms // 3),
+            max_poll_interval_ms=300_000,
+            max_partition_fetch_bytes=2 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_poll_records=self.settings.batch_max_events,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            if self.group_id is None:
+                await self._assign_all(consumer)
+            else:
+                consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
+            await self._consume_routine(consumer, stopping)
+        finally:
+            # Shutdown, in order: 1. stop fetching (the loop has returned);
+            # 2. the batch in flight was committed or abandoned by the loop;
+            # 3. leave the group and close the connections.
+            async with self._batch_lock:
+                await self._commit_kafka_offsets(force=True)
+            with contextlib.suppress(KafkaError, asyncio.CancelledError):
+                await consumer.stop()
+            self._consumer = None
+
+    async def _load_physical(self) -> None:
+        async with self.pool.acquire() as conn:
+            for p in self.projections:
+                names = await physical_tables(conn, p.name)
+                self._physical[p.name] = {t: names.get(t, t) for t in p.tables}
+
+    async def _assign_all(self, consumer: AIOKafkaConsumer) -> None:
+        await consumer.topics()  # refresh metadata
+        tps: list[TopicPartition] = []
+        for topic in self.topics:
+            parts = consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                raise LogTruncatedError(f"topic {topic!r} does not exist; create it first")
+            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await self._on_assigned([(tp.topic, tp.partition) for tp in tps])
+
+    # -- assignment --------------------------------------------------------
+
+    def _forget(self, tps: Sequence[TP]) -> None:
+        for pos in self.positions.values():
+            for tp in tps:
+                pos.pop(tp, None)
+
+    async def _on_assigned(self, tps: Sequence[TP]) -> None:
+        """Load stored checkpoints and seek there (the log start if none)."""
+        consumer = self._consumer
+        if consumer is None or not tps:
+            self.ready.set()
+            return
+        backoff = Backoff()
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    loaded = {p.name: await checkpoints.load(conn, p.name, tps)
+                              for p in self.projections}
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("loading checkpoints failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+        starts = await consumer.beginning_offsets([TopicPartition(*tp) for tp in tps])
+        for tp in tps:
+            for name, stored in loaded.items():
+                self.positions[name][tp] = stored[tp]
+            await self._seek(consumer, tp, {tp: starts[TopicPartition(*tp)]})
+        self.ready.set()
+
+    async def _seek(self, consumer: AIOKafkaConsumer, tp: TP,
+                    log_start: Mapping[TP, int] | None = None) -> None:
+        offsets = [self.positions[p.name].get(tp, FROM_LOG_START) for p in self.projections]
+        target = min(offsets)
+        ktp = TopicPartition(*tp)
+        start = (log_start or {}).get(tp)
+        positive = [o for o in offsets if o != FROM_LOG_START]
+        if start is not None and positive and min(positive) < start:
+            await self._refuse(tp, min(positive), start, None,
+                               "checkpoint is below the log start: retention deleted events "
+                               "this projection never applied")
+            return
+        if target == FROM_LOG_START:
+            await consumer.seek_to_beginning(ktp)
+        else:
+            consumer.seek(ktp, target)
+
+    async def _refuse(self, tp: TP, checkpoint: int, log_start: int | None,
+                      log_end: int | None, reason: str) -> None:
+        consumer = self._consumer
+        self.refused[tp] = reason
+        if consumer is not None:
+            consumer.pause(TopicPartition(*tp))
+        log.error(
+            "refusing %s[%d]: %s (checkpoint %d, log start %s, log end %s). Nothing was "
+            "skipped or re-applied. Rebuild the projections (`projector rebuild --all`) or, "
+            "if the loss is accepted, delete their rows in projector_checkpoints.",
+            tp[0], tp[1], reason, checkpoint, log_start, log_end)
+        with contextlib.suppress(Exception):
+            async with self.pool.acquire() as conn:
+                for p in self.projections:
+                    await conn.execute(
+                        "INSERT INTO refused_partitions (projection, topic, partition,"
+                        " checkpoint, log_start, log_end, reason) VALUES ($1,$2,$3,$4,$5,$6,$7)"
+                        " ON CONFLICT (projection, topic, partition) DO UPDATE SET"
+                        " checkpoint = excluded.checkpoint, log_start = excluded.log_start,"
+                        " log_end = excluded.log_end, reason = excluded.reason, at = now()",
+                        p.name, tp[0], tp[1], checkpoint, log_start, log_end, reason)
+
+    # -- the loop ------------------------------------------------------------
+
+    async def _consume_routine(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                fetched = await consumer.getmany(timeout_ms=self.settings.poll_timeout_ms,
+                                                 max_records=self.settings.batch_max_events)
+            except OffsetOutOfRangeError as exc:
+                for ktp, offset in exc.args[0].items() if exc.args else []:
+                    await self._refuse((ktp.topic, ktp.partition), offset, None,
+                                       consumer.highwater(ktp),
+                                       "checkpoint is outside the log: the topic was "
+                                       "recreated or the broker lost its data")
+                continue
+            except KafkaError as exc:
+                log.warning("fetch failed (%s); the consumer retries by itself", exc)
+                await asyncio.sleep(0.5)
+                continue
+            async with self._batch_lock:
+                self._check_above_end(consumer)
+                records = {(tp.topic, tp.partition): recs for tp, recs in fetched.items()
+                           if (tp.topic, tp.partition) not in self.refused}
+                if records:
+                    await self._process(consumer, records, stopping)
+                await self._commit_kafka_offsets()
+
+    def _check_above_end(self, consumer: AIOKafkaConsumer) -> None:
+        # A checkpoint above the high watermark means the log was recreated.
+        for name, pos in self.positions.items():
+            for tp, offset in pos.items():
+                if tp in self.refused or offset == FROM_LOG_START:
+                    continue
+                hw = consumer.highwater(TopicPartition(*tp))
+                if hw is not None and offset > hw:
+                    task = asyncio.ensure_future(self._refuse(
+                        tp, offset, None, hw, f"{name}: checkpoint is above the log end: "
+                        "the topic was recreated or the broker lost its data"))
+                    task.add_done_callback(lambda t: t.exception())
+                    self.refused[tp] = "above log end"
+
+    async def _process(self, consumer: AIOKafkaConsumer, records: Mapping[TP, Sequence[Any]],
+                       stopping: asyncio.Event) -> None:
+        decoded = decode_records(records, self.decode)
+        work = plan_work(self.projections, self.positions, decoded)
+        if not work:
+            return
+        backoff = Backoff()
+        while True:
+            try:
+                applied = await self._commit(work, decoded)
+            except FencedError as exc:
+                log.warning("%s", exc)
+                await self._reseek(consumer, list(records))
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if stopping.is_set():
+                    log.info("stopping: abandoning the uncommitted batch (%s)", exc)
+                    return
+                delay = backoff.next_delay()
+                log.warning("batch commit failed (%s: %s); retrying in %.1f s without moving "
+                            "checkpoints", type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            break
+        for w in work:
+            for tp, part in w.partitions.items():
+                self.positions[w.projection.name][tp] = part.next_offset
+        self.events_applied += applied
+        self.batches_committed += 1
+
+    async def _commit(self, work: Sequence[ProjectionWork], decoded: Decoded) -> int:
+        letters: dict[tuple[str, str, int, int], dead_letters.DeadLetter] = {}
+        applied = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            changed: set[str] = set()
+            for w in work:
+                events = [e for part in w.partitions.values() for e in part.events]
+                tables, failed = await self._apply_isolating(conn, w.projection, events)
+                changed |= tables
+                applied += len(events) - len(failed)
+                for pe, exc in failed:
+                    log.error("projection %s failed on event %s (%s[%d]@%d): %r; dead-lettered",
+                              w.projection.name, pe.event.event_id, pe.topic, pe.partition,
+                              pe.offset, exc)
+                    rec = decoded.records[(pe.topic, pe.partition, pe.offset)]
+                    letters[(w.projection.name, pe.topic, pe.partition, pe.offset)] = (
+                        dead_letters.DeadLetter(
+                            w.projection.name, pe.topic, pe.partition, pe.offset, rec.key,
+                            rec.value, list(rec.headers or ()), RejectReason.PROJECTION_ERROR.value,
+                            f"{type(exc).__name__}: {exc}", pe.event.event_id,
+                            pe.event.event_type))
+                for part in w.partitions.values():
+                    for r in part.rejected:
+                        key = (dead_letters.ALL_PROJECTIONS, r.topic, r.partition, r.offset)
+                        letters.setdefault(key, r)
+                await checkpoints.advance(conn, w.projection.name,
+                                          {tp: (p.expected, p.next_offset)
+                                           for tp, p in w.partitions.items()})
+            await dead_letters.write(conn, list(letters.values()))
+            if changed:
+                seq = await conn.fetchval("SELECT currval('projector_updated_seq')")
+                payload = orjson.dumps({"tables": sorted(changed), "seq": seq}).decode()
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
+        self.unknown_skipped += decoded.unknown
+        return applied
+
+    async def _apply_isolating(
+        self, conn: asyncpg.Connection, projection: Projection, events: Sequence[Positioned]
+    ) -> tuple[set[str], list[tuple[Positioned, BaseException]]]:
+        """Apply ``events``; on a non-transient error, bisect to find the poison ones."""
+        if not events:
+            return set(), []
+        physical = self._physical[projection.name]
+        try:
+            async with conn.transaction():  # a savepoint: a failure undoes only this part
+                return await projection.apply(conn, events, physical), []
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(events) == 1:
+                return set(), [(events[0], exc)]
+        mid = len(events) // 2
+        left, lfail = await self._apply_isolating(conn, projection, events[:mid])
+        right, rfail = await self._apply_isolating(conn, projection, events[mid:])
+        return left | right, lfail + rfail
+
+    async def _reseek(self, consumer: AIOKafkaConsumer, tps: Sequence[TP]) -> None:
+        """After fencing: reload the stored checkpoints and seek there."""
+        async with self.pool.acquire() as conn:
+            for p in self.projections:
+                stored = await checkpoints.load(conn, p.name, tps)
+                self.positions[p.name].update(stored)
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        for tp in tps:
+            if tp in assigned:
+                await self._seek(consumer, tp)
+
+    async def _commit_kafka_offsets(self, force: bool = False) -> None:
+        """Commit to Kafka too, for monitoring tools only: never read back."""
+        consumer = self._consumer
+        now = time.monotonic()
+        if (consumer is None or self.group_id is None
+                or (not force and now - self._last_kafka_commit < _KAFKA_COMMIT_INTERVAL_S)):
+            return
+        self._last_kafka_commit = now
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        for tp in assigned:
+            mine = [pos[tp] for pos in self.positions.values() if tp in pos]
+            if mine and min(mine) >= 0:
+                offsets[TopicPartition(*tp)] = OffsetAndMetadata(min(mine), "")
+        if offsets:
+            with contextlib.suppress(KafkaError):
+                await consumer.commit(offsets)
+
+    def lag(self) -> dict[TP, int]:
+        """Events behind the fetch high watermark, per assigned partition."""
+        consumer = self._consumer
+        out: dict[TP, int] = {}
+        if consumer is None:
+            return out
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            key = (tp.topic, tp.partition)
+            mine = [pos.get(key, FROM_LOG_START) for pos in self.positions.values()]
+            if hw is not None and mine:
+                out[key] = max(0, hw - max(0, min(mine)))
+        return out
