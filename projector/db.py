@@ -120,3 +120,11 @@ async def physical_tables(conn: asyncpg.Connection, name: str) -> dict[str, str]
         return {}
     data = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
     return {str(k): str(v) for k, v in data.items()}
+
+
+async def reset_read_models(conn: asyncpg.Connection, projections: Iterable[Projection]) -> None:
+    """Empty every read table, checkpoint and dead letter (the log they came from is gone)."""
+    tables = ["projector_checkpoints", "dead_letters", "refused_partitions"]
+    for p in projections:
+        tables += list((await physical_tables(conn, p.name)).values())
+    await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))

@@ -1,0 +1,50 @@
+"""Running the API under uvicorn inside our own event loop and signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+
+from api.app import create_app
+from projector.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    # The caller owns SIGINT/SIGTERM (it stops the workers and child servers
+    # too); uvicorn must not install its own handlers.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_api(settings: Settings, stopping: asyncio.Event,
+                    started: asyncio.Event | None = None) -> None:
+    """Serve until ``stopping`` is set, then shut down gracefully."""
+    config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
+                            log_level=settings.log_level.lower(), access_log=False,
+                            lifespan="on", ws_ping_interval=20, ws_ping_timeout=20)
+    server = _Server(config)
+
+    async def watch() -> None:
+        await stopping.wait()
+        server.should_exit = True
+
+    async def announce() -> None:
+        # uvicorn exposes `started` as a plain flag, not an event.
+        while not server.started and not server.should_exit:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if started is not None and server.started:
+            started.set()
+
+    watcher = asyncio.create_task(watch())
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve()
+    finally:
+        for task in (watcher, announcer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

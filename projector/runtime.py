@@ -1,0 +1,26 @@
+"""Running async services from a CLI command with orderly signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    """Run ``main(stopping)``; SIGINT/SIGTERM set ``stopping`` (twice: exit now)."""
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+
+        def on_signal() -> None:
+            if stopping.is_set():
+                raise SystemExit(130)
+            stopping.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        return await main(stopping)
+
+    return asyncio.run(runner())
