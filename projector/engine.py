@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -87,8 +87,12 @@ class Engine:
         self.events_applied = 0
         self.batches_committed = 0
         self.unknown_skipped = 0
+        self.fenced = 0
         self._last_kafka_commit = 0.0
         self.ready = asyncio.Event()
+        # Where log start offsets come from; a test may replace it to stand in
+        # for retention on a broker that cannot delete records.
+        self.log_starts: Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -169,7 +173,10 @@ class Engine:
                 delay = backoff.next_delay()
                 log.warning("loading checkpoints failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-        starts = await consumer.beginning_offsets([TopicPartition(*tp) for tp in tps])
+        log.info("assigned %d partition(s): %s", len(tps),
+                 ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
+        source = self.log_starts or consumer.beginning_offsets
+        starts = await source([TopicPartition(*tp) for tp in tps])
         for tp in tps:
             for name, stored in loaded.items():
                 self.positions[name][tp] = stored[tp]
@@ -266,6 +273,7 @@ class Engine:
             try:
                 applied = await self._commit(work, decoded)
             except FencedError as exc:
+                self.fenced += 1
                 log.warning("%s", exc)
                 await self._reseek(consumer, list(records))
                 return

@@ -1,0 +1,100 @@
+"""Reading the read models back and comparing them with an in-memory fold.
+
+Shared by the projection, engine and fault-injection tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from projector.events import Event
+from projector.projections import ALL, order_summary
+from projector.projections.order_summary import OrderRow, decode_state, fold_all
+from projector.projections.orders import totals
+
+LOGICAL = {t: t for p in ALL for t in p.tables}
+
+
+def unique_events(events: Iterable[Event]) -> list[Event]:
+    """First delivery of each event_id: what the read models should reflect."""
+    seen: dict[str, Event] = {}
+    for e in events:
+        seen.setdefault(e.event_id, e)
+    return list(seen.values())
+
+
+def fold_everything(events: Sequence[Event]) -> dict[str, OrderRow]:
+    by_order: dict[str, list[Event]] = {}
+    for e in events:
+        by_order.setdefault(e.order_id, []).append(e)
+    return {order_id: fold_all(None, es) for order_id, es in by_order.items()}
+
+
+def expected_order(row: OrderRow) -> tuple[Any, ...]:
+    """The row as stored_orders() reads it back: jsonb parsed, merge_state decoded."""
+    assert OrderRow._fields == order_summary.COLUMNS
+    values: list[Any] = list(row)
+    items_at = order_summary.COLUMNS.index("items")
+    values[items_at] = orjson.loads(order_summary.record(row)[items_at])
+    values[order_summary.COLUMNS.index("event_ids")] = list(row.event_ids)
+    return tuple(values)
+
+
+async def stored_orders(conn: asyncpg.Connection, table: str = "order_summary") -> dict[str, tuple[Any, ...]]:
+    columns = ", ".join(
+        f"{c}::text" if c in ("items", "merge_state") else c for c in order_summary.COLUMNS
+    )
+    records = await conn.fetch(f'SELECT {columns}, updated_seq FROM "{table}"')
+    out = {}
+    items_at = order_summary.COLUMNS.index("items")
+    state_at = order_summary.COLUMNS.index("merge_state")
+    for r in records:
+        assert r["updated_seq"] > 0
+        values = list(r.values())[:-1]
+        values[items_at] = orjson.loads(values[items_at])
+        values[state_at] = decode_state(values[state_at])
+        out[r["order_id"]] = tuple(values)
+    return out
+
+
+async def stored_totals(
+    conn: asyncpg.Connection, physical: Mapping[str, str] = LOGICAL
+) -> tuple[dict[Any, tuple[Any, ...]], ...]:
+    queries = (
+        f'SELECT customer_id, order_count, paid_order_count, cancelled_order_count, total_spent, '
+        f'first_order_at, last_order_at FROM "{physical["customer_summary"]}"',
+        f'SELECT sku, units_ordered, units_paid, revenue, order_count FROM "{physical["product_sales"]}"',
+        f'SELECT day, orders_placed, orders_paid, orders_cancelled, revenue FROM "{physical["daily_sales"]}"',
+    )
+    out = []
+    for query in queries:
+        out.append({r[0]: tuple(r.values())[1:] for r in await conn.fetch(query)})
+    return tuple(out)
+
+
+def expected_totals(rows: Mapping[str, OrderRow]) -> tuple[dict[Any, tuple[Any, ...]], ...]:
+    t = totals(rows.values())
+    return tuple({k: tuple(v) for k, v in table.items()} for table in (t.customers, t.products, t.days))
+
+
+async def assert_tables_match(
+    conn: asyncpg.Connection, events: Sequence[Event], physical: Mapping[str, str] = LOGICAL
+) -> None:
+    """The five read tables equal the fold of ``events`` (duplicates allowed)."""
+    events = unique_events(events)
+    expected = fold_everything(events)
+    stored = await stored_orders(conn, physical["order_summary"])
+    assert stored.keys() == expected.keys()
+    for order_id, row in expected.items():
+        assert stored[order_id] == expected_order(row), order_id
+    assert await stored_totals(conn, physical) == expected_totals(expected)
+    timeline = await conn.fetch(
+        f'SELECT event_id, order_id, event_type, occurred_at FROM "{physical["order_timeline"]}"'
+    )
+    assert sorted(tuple(r.values()) for r in timeline) == sorted(
+        (e.event_id, e.order_id, e.event_type, e.occurred_at) for e in events
+    )
