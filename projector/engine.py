@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
 from projector import checkpoints, dead_letters
@@ -88,6 +89,8 @@ class Engine:
         self.batches_committed = 0
         self.unknown_skipped = 0
         self.fenced = 0
+        # Recent batch commits (seconds, events): bounded, for status and benchmarks.
+        self.commit_log: deque[tuple[float, int]] = deque(maxlen=10_000)
         self._last_kafka_commit = 0.0
         self.ready = asyncio.Event()
         # Where log start offsets come from; a test may replace it to stand in
@@ -173,8 +176,7 @@ class Engine:
                 delay = backoff.next_delay()
                 log.warning("loading checkpoints failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-        log.info("assigned %d partition(s): %s", len(tps),
-                 ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
+        log.info("assigned %d partition(s) of %d topic(s)", len(tps), len({t for t, _ in tps}))
         source = self.log_starts or consumer.beginning_offsets
         starts = await source([TopicPartition(*tp) for tp in tps])
         for tp in tps:
@@ -236,6 +238,13 @@ class Engine:
                                        "checkpoint is outside the log: the topic was "
                                        "recreated or the broker lost its data")
                 continue
+            except NoOffsetForPartitionError as exc:
+                # A partition whose position a rebalance reset before our seek
+                # landed: seek again to our own checkpoint (never Kafka's).
+                for ktp in exc.args:
+                    if isinstance(ktp, TopicPartition):
+                        await self._seek(consumer, (ktp.topic, ktp.partition))
+                continue
             except KafkaError as exc:
                 log.warning("fetch failed (%s); the consumer retries by itself", exc)
                 await asyncio.sleep(0.5)
@@ -270,6 +279,7 @@ class Engine:
             return
         backoff = Backoff()
         while True:
+            started = time.perf_counter()
             try:
                 applied = await self._commit(work, decoded)
             except FencedError as exc:
@@ -289,6 +299,8 @@ class Engine:
                 await asyncio.sleep(delay)
                 continue
             break
+        self.commit_log.append((time.perf_counter() - started,
+                                sum(len(r) for r in records.values())))
         for w in work:
             for tp, part in w.partitions.items():
                 self.positions[w.projection.name][tp] = part.next_offset

@@ -45,3 +45,6 @@ def test_dockerfile_runs_the_cli() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["projector"]' in text
     assert "USER projector" in text
+    # The decoder needs the contracts at run time.
+    assert "PROJECTOR_SCHEMA_DIR=/opt/projector/schemas" in text
+    assert "COPY schemas /opt/projector/schemas" in text

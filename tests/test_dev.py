@@ -16,11 +16,13 @@ import pytest
 from projector.embedded import free_port
 
 
-def _wait_for_graphql(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> httpx.Response:
+def _wait_for_graphql(url: str, proc: subprocess.Popen[bytes], timeout_s: float,
+                      log_path: Path) -> httpx.Response:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"projector dev exited early with {proc.returncode}")
+            raise AssertionError(f"projector dev exited early with {proc.returncode}:\n"
+                                 f"{log_path.read_text()[-3000:]}")
         try:
             resp = httpx.get(url, headers={"Accept": "text/html"}, timeout=2)
             if resp.status_code == 200:
@@ -34,7 +36,6 @@ def _wait_for_graphql(url: str, proc: subprocess.Popen[bytes], timeout_s: float)
 @pytest.mark.slow
 def test_dev_serves_graphiql_and_sigint_stops_every_child(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
-    os.chmod(tmp_path, 0o755)  # the unprivileged PostgreSQL user must reach it as root
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
@@ -45,7 +46,7 @@ def test_dev_serves_graphiql_and_sigint_stops_every_child(tmp_path: Path) -> Non
             [sys.executable, "-m", "projector.cli", "dev", "--data-dir", str(data_dir)],
             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        page = _wait_for_graphql(f"http://127.0.0.1:{port}/graphql", proc, 120)
+        page = _wait_for_graphql(f"http://127.0.0.1:{port}/graphql", proc, 120, log_path)
         assert "graphiql" in page.text.lower()
         answer = httpx.post(f"http://127.0.0.1:{port}/graphql",
                             json={"query": "{ projections { name version } }"}, timeout=10)

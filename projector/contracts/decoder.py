@@ -29,17 +29,12 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from projector.contracts.normalise import (
-    Builder,
-    InexactNumber,
-    NumberLiteral,
-    payload_builder,
-    to_datetime,
-)
+from projector.contracts.compiler import Builder, Invalid
+from projector.contracts.normalise import NumberLiteral, has_long_number
 from projector.contracts.registry import SCHEMA_DIR, Catalogue, Validator, load_catalogue
 from projector.contracts.upcasters import UPCASTERS, Upcaster
-from projector.errors import ConfigError
-from projector.events import Event, RejectReason, Rejection
+from projector.errors import ConfigError, InternalError
+from projector.events import Event, Rejection, RejectReason
 
 CORRELATION_HEADER = "correlation_id"
 
@@ -52,13 +47,16 @@ class _Route:
 
     event_type: str
     version: int
-    validate: Validator
+    current: int
+    validate: Validator  # this version's reference validator (error messages, old versions)
     steps: tuple[Upcaster, ...]  # upcasters from `version` to current, in order
-    validate_current: Validator | None  # re-check after upcasting; None when already current
-    build: Builder  # current version's payload builder
+    build: Builder  # the current version's check-and-normalise function
+    validate_current: Validator  # the current version's reference validator
+    name: str  # for messages: "OrderPlaced v1"
+    label: str  # for messages about the result of build: "OrderPlaced v1 upcast to v2"
 
 
-class _Rejected(Exception):  # noqa: N818 -- control flow inside the decoder, never escapes
+class _Rejected(Exception):  # control flow inside the decoder; never escapes decode()
     def __init__(self, reason: RejectReason, detail: str) -> None:
         self.reason = reason
         self.detail = detail
@@ -71,20 +69,26 @@ class Decoder:
     ``decode`` is then pure and thread-safe.
     """
 
-    def __init__(self, catalogue: Catalogue | None = None, *, schema_dir: Path = SCHEMA_DIR) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue | None = None,
+        *,
+        schema_dir: Path = SCHEMA_DIR,
+        upcasters: Mapping[tuple[str, int], Upcaster] = UPCASTERS,
+    ) -> None:
+        """``catalogue`` defaults to :func:`load_catalogue` over ``schema_dir``;
+        ``upcasters`` to the ones registered in :mod:`projector.contracts.upcasters`.
+        Raises ConfigError when a schema is malformed or a version cannot be upcast.
+        """
         self.catalogue = catalogue if catalogue is not None else load_catalogue(schema_dir)
-        self._envelope = self.catalogue.envelope
+        #: event type -> current schema version
+        self.current_versions: Mapping[str, int] = dict(self.catalogue.current)
         self._routes: dict[tuple[str, int], _Route] = {}
-        self._current = dict(self.catalogue.current)
-        self.current_versions: Mapping[str, int] = self._current
-        builders = {
-            t: payload_builder(self.catalogue.contracts[(t, v)].fields) for t, v in self._current.items()
-        }
         for (event_type, version), contract in self.catalogue.contracts.items():
-            current = self._current[event_type]
+            current = self.current_versions[event_type]
             steps = []
             for v in range(version, current):
-                step = UPCASTERS.get((event_type, v))
+                step = upcasters.get((event_type, v))
                 if step is None:
                     raise ConfigError(
                         f"schemas/events/{event_type}.v{version}.json is not the current version "
@@ -92,16 +96,20 @@ class Decoder:
                         "in projector.contracts.upcasters."
                     )
                 steps.append(step)
+            latest = self.catalogue.contracts[(event_type, current)]
             self._routes[(event_type, version)] = _Route(
                 event_type=event_type,
                 version=version,
+                current=current,
                 validate=contract.validate,
                 steps=tuple(steps),
-                validate_current=None
-                if version == current
-                else self.catalogue.contracts[(event_type, current)].validate,
-                build=builders[event_type],
+                build=latest.build,
+                validate_current=latest.validate,
+                name=f"{event_type} v{version}",
+                label=f"{event_type} v{version}"
+                + (f" upcast to v{current}" if version != current else ""),
             )
+        self._build_envelope = self.catalogue.build_envelope
 
     def decode(
         self,
@@ -111,7 +119,7 @@ class Decoder:
     ) -> Event | Rejection:
         """Decode one Kafka record.
 
-        ``value`` is the message value (None for a tombstone, rejected as
+        ``value`` is the message value (None, a tombstone, is rejected as
         invalid_json), ``key`` the message key (None or empty: no key, accepted),
         ``headers`` the record headers; a ``correlation_id`` header is used when
         the body has none.
@@ -122,64 +130,45 @@ class Decoder:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             return Rejection(RejectReason.INVALID_JSON, f"not valid JSON: {exc}", value, key)
-        try:
-            return self._decode(obj, value, key, headers)
-        except InexactNumber:
-            # Rare: a number with 16+ significant digits; re-read keeping literals.
-            try:
-                exact = json.loads(value, parse_float=NumberLiteral)
-            except ValueError as exc:
-                return Rejection(RejectReason.INVALID_JSON, f"not valid JSON: {exc}", value, key)
-            return self._decode(exact, value, key, headers)
-
-    def _decode(
-        self, obj: Any, raw: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> Event | Rejection:
         if type(obj) is not dict:
             return Rejection(
-                RejectReason.NOT_AN_OBJECT,
-                f"expected a JSON object, got {_json_kind(obj)}",
-                raw,
-                key,
+                RejectReason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_kind(obj)}", value, key
             )
-        event_type = obj.get("event_type")
-        known_type = event_type if type(event_type) is str else None
+        if has_long_number(value):
+            # Rare: a number may have 16+ significant digits; re-read it keeping the literals.
+            try:
+                obj = json.loads(value, parse_float=NumberLiteral)
+            except (ValueError, RecursionError) as exc:  # orjson nests deeper than the stdlib
+                return Rejection(RejectReason.INVALID_JSON, f"not valid JSON: {exc}", value, key)
         try:
             return self._event(obj, key, headers)
         except _Rejected as rej:
-            return Rejection(rej.reason, rej.detail, raw, key, known_type)
+            return _rejection(rej, obj, value, key)
 
     def _event(
         self, obj: dict[str, Any], key: bytes | None, headers: Sequence[tuple[str, bytes]]
     ) -> Event:
         try:
-            self._envelope(obj)
-        except _JsonError as exc:
-            raise _Rejected(RejectReason.SCHEMA_VIOLATION, "envelope: " + _describe(exc, "")) from None
-        event_type: str = obj["event_type"]
-        version: int = obj.get("schema_version", 1)
+            env = self._build_envelope(obj)
+        except Invalid:
+            raise _Rejected(
+                RejectReason.SCHEMA_VIOLATION,
+                "envelope: " + _explain(self.catalogue.envelope, obj, "", "envelope"),
+            ) from None
+        except (ValueError, OverflowError) as exc:  # a timestamp on February 30th
+            raise _Rejected(RejectReason.SCHEMA_VIOLATION, f"envelope: timestamp: {exc}") from None
+        event_type: str = env["event_type"]
+        version: int = env["schema_version"] or 1
         route = self._routes.get((event_type, version))
         if route is None:
-            current = self._current.get(event_type)
-            if current is None:
-                raise _Rejected(
-                    RejectReason.UNKNOWN_EVENT_TYPE,
-                    f"unknown event_type {event_type!r}; known: {', '.join(sorted(self._current))}",
-                )
-            raise _Rejected(
-                RejectReason.UNSUPPORTED_VERSION,
-                f"{event_type} schema_version {version} is not supported "
-                f"(current v{current}; known: "
-                + ", ".join(f"v{v}" for t, v in sorted(self._routes) if t == event_type)
-                + ")",
-            )
+            raise self._no_route(event_type, version)
 
-        data = obj.get("data")
+        data = env["data"]
         if data is None:
             payload, where = obj, ""
-        else:  # nested form; the envelope schema made sure `data` is an object
+        else:  # nested form
             payload, where = data, "data"
-            envelope_order = obj.get("order_id")
+            envelope_order = env["order_id"]
             if envelope_order is not None:
                 inner = data.get("order_id")
                 if inner is None:
@@ -191,55 +180,74 @@ class Decoder:
                         f"data.order_id {inner!r}",
                     )
 
-        try:
-            route.validate(payload)
-        except _JsonError as exc:
-            raise _Rejected(
-                RejectReason.SCHEMA_VIOLATION, f"{event_type} v{version}: " + _describe(exc, where)
-            ) from None
-        if route.steps:
+        if route.steps:  # an older version: check it as it is, then lift it
+            try:
+                route.validate(payload)
+            except _JsonError as exc:
+                raise _Rejected(
+                    RejectReason.SCHEMA_VIOLATION, f"{route.name}: {_describe(exc, where)}"
+                ) from None
             for step in route.steps:
                 payload = step(payload)
-            assert route.validate_current is not None
-            try:
-                route.validate_current(payload)
-            except _JsonError as exc:
-                current = self._current[event_type]
-                raise _Rejected(
-                    RejectReason.SCHEMA_VIOLATION,
-                    f"{event_type} v{version} upcast to v{current}: " + _describe(exc, where),
-                ) from None
+        try:
+            body = route.build(payload)
+        except Invalid:
+            detail = _explain(route.validate_current, payload, where, route.label)
+            raise _Rejected(RejectReason.SCHEMA_VIOLATION, f"{route.label}: {detail}") from None
+        except (ValueError, OverflowError) as exc:  # a well-formed but impossible date
+            raise _Rejected(RejectReason.SCHEMA_VIOLATION, f"{route.label}: {exc}") from None
 
-        order_id: str = payload["order_id"]
+        order_id: str = body["order_id"]
         if key and key != order_id.encode():
             raise _Rejected(
                 RejectReason.KEY_MISMATCH,
                 f"Kafka key {key.decode('utf-8', 'backslashreplace')!r} differs from "
                 f"order_id {order_id!r}",
             )
-
-        try:
-            occurred_at = to_datetime(obj["timestamp"])
-            body = route.build(payload)
-        except InexactNumber:
-            raise
-        except (ValueError, OverflowError) as exc:  # February 30th, year 10000 after the offset
-            raise _Rejected(RejectReason.SCHEMA_VIOLATION, f"{event_type}: {exc}") from None
-
-        correlation_id = obj.get("correlation_id")
+        correlation_id = env["correlation_id"]
         if correlation_id is None and headers:
             correlation_id = _header(headers, CORRELATION_HEADER)
         return Event(
-            event_id=obj["event_id"],
-            event_type=event_type,
-            order_id=order_id,
-            occurred_at=occurred_at,
-            payload=body,
-            schema_version=self._current[event_type],
-            correlation_id=correlation_id,
-            causation_id=obj.get("causation_id"),
-            producer=obj.get("producer"),
+            env["event_id"],
+            event_type,
+            order_id,
+            env["timestamp"],
+            body,
+            route.current,
+            correlation_id,
+            env["causation_id"],
+            env["producer"],
         )
+
+    def _no_route(self, event_type: str, version: int) -> _Rejected:
+        current = self.current_versions.get(event_type)
+        if current is None:
+            return _Rejected(
+                RejectReason.UNKNOWN_EVENT_TYPE,
+                f"unknown event_type {event_type!r}; known: {', '.join(sorted(self.current_versions))}",
+            )
+        known = ", ".join(f"v{v}" for t, v in sorted(self._routes) if t == event_type)
+        return _Rejected(
+            RejectReason.UNSUPPORTED_VERSION,
+            f"{event_type} schema_version {version} is not supported (known: {known}; current v{current})",
+        )
+
+
+def _rejection(rej: _Rejected, obj: dict[str, Any], raw: bytes, key: bytes | None) -> Rejection:
+    event_type = obj.get("event_type")
+    return Rejection(rej.reason, rej.detail, raw, key, event_type if type(event_type) is str else None)
+
+
+def _explain(validate: Validator, value: Any, where: str, label: str) -> str:
+    """Why the fast builder refused ``value``, in the reference validator's words."""
+    try:
+        validate(value)
+    except _JsonError as exc:
+        return _describe(exc, where)
+    raise InternalError(
+        f"the compiled builder for {label} refused a value that fastjsonschema accepts: "
+        f"{value!r:.300}"
+    )
 
 
 def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:

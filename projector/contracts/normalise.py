@@ -1,16 +1,18 @@
 """Turning validated JSON values into the values an Event carries. Pure code.
 
-Money. orjson parses every JSON number with a fraction into a float. A float is
-turned into a Decimal through ``repr``, the shortest string that reads back as
-the same float. For a literal of at most 15 significant digits that string has
-the literal's value exactly (doubles hold 15 decimal digits: two different
-15-digit decimals never share a double), so ``0.1`` gives ``Decimal("0.1")``,
-not the binary ``0.1000000000000000055...``. A longer ``repr`` means the literal
-had 16+ digits (or was an integer beyond 64 bits, which orjson silently turns
-into a float) and may have lost some: :func:`to_decimal` raises
-:class:`InexactNumber` and the decoder re-parses that one message with the
-standard library, keeping each number's text (:class:`NumberLiteral`).
-So every amount is exact, and the common case pays only a ``repr``.
+Money. orjson parses a JSON number with a fraction into a float, and a float
+is turned into a Decimal through ``repr``, the shortest string that reads
+back as the same float. For a literal of at most 15 significant digits that
+string has the literal's value exactly (doubles hold 15 decimal digits: two
+different 15-digit decimals never share a double), so ``0.1`` gives
+``Decimal("0.1")``, not the binary ``0.1000000000000000055...``. A literal of
+16 or more digits may have lost some in the float, and the float cannot tell
+(``0.10000000000000001`` reads back as ``0.1``). So the decoder first looks at
+the raw bytes (:func:`has_long_number`): a message with a run of 16 or more
+digits anywhere is parsed a second time with the standard library, which
+keeps each number's text (:class:`NumberLiteral`). That also covers integers
+beyond 64 bits, which orjson silently turns into floats. Every amount is thus
+exact; the common case pays one ``bytes.translate``.
 Decimals keep the producer's exponent when they can (``"12.50"`` stays
 ``Decimal("12.50")``, the number ``12.50`` becomes ``Decimal("12.5")``); the
 values compare equal either way.
@@ -22,19 +24,9 @@ datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-
-from projector.contracts.registry import Field, Kind
-
-Builder = Callable[[Mapping[str, Any]], dict[str, Any]]
-_Converter = Callable[[Any], Any]
-
-
-class InexactNumber(ValueError):
-    """A JSON number may have lost digits in the float parse; re-parse exactly."""
 
 
 class NumberLiteral(float):
@@ -52,25 +44,35 @@ class NumberLiteral(float):
         return self
 
 
+# Digits and the decimal point -> "9", everything else -> " ".
+_DIGITS_TABLE = bytes(0x39 if c in b"0123456789." else 0x20 for c in range(256))
+_LONG_RUN = b"9" * 16
+
+
+def has_long_number(raw: bytes) -> bool:
+    """Whether ``raw`` may hold a number literal of 16+ significant digits.
+
+    True for every such literal (its mantissa is a run of 16+ digits, maybe
+    with a point); also for long digit runs inside strings, which only costs
+    the exact re-parse.
+    """
+    return _LONG_RUN in raw.translate(_DIGITS_TABLE)
+
+
 def to_decimal(value: Any) -> Decimal:
-    """A validated money value (int, float, decimal string, NumberLiteral) as an exact Decimal."""
+    """A validated money value as an exact Decimal.
+
+    A plain float must come from a literal of at most 15 significant digits
+    (the decoder guarantees it, see :func:`has_long_number`).
+    """
     kind = type(value)
     if kind is float:
-        text = float.__repr__(value)
-        # Fewer than 17 characters: at most 15 significant digits (see module docstring).
-        if len(text) > 16 and _significant_digits(text) > 15:
-            raise InexactNumber(text)
-        return Decimal(text)
+        return Decimal(float.__repr__(value))
     if kind is NumberLiteral:
         return Decimal(value.text)
     if kind is int or kind is str:
         return Decimal(value)
     raise TypeError(f"not a money value: {value!r}")
-
-
-def _significant_digits(text: str) -> int:
-    mantissa = text.partition("e")[0].replace(".", "").lstrip("-0")
-    return len(mantissa)
 
 
 def to_datetime(value: Any) -> datetime:
@@ -85,40 +87,3 @@ def to_datetime(value: Any) -> datetime:
         return parsed.astimezone(UTC)
     # int, or an integral float (1.7e9 and 1700000000.0 are integers in JSON Schema)
     return datetime.fromtimestamp(int(value), UTC)
-
-
-def payload_builder(fields: tuple[Field, ...]) -> Builder:
-    """A function mapping a validated payload to ``Event.payload``.
-
-    The result has exactly the declared fields, absent optional ones as None,
-    money as Decimal, timestamps as UTC datetimes and arrays of objects as
-    tuples of dicts normalised the same way. Unknown fields are dropped.
-    """
-    plan: tuple[tuple[str, _Converter | None], ...] = tuple(
-        (f.name, _converter(f)) for f in fields
-    )
-
-    def build(source: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        get = source.get
-        for name, convert in plan:
-            value = get(name)
-            out[name] = value if convert is None or value is None else convert(value)
-        return out
-
-    return build
-
-
-def _converter(field: Field) -> _Converter | None:
-    if field.kind is Kind.MONEY:
-        return to_decimal
-    if field.kind is Kind.TIMESTAMP:
-        return to_datetime
-    if field.kind is Kind.RECORDS:
-        build = payload_builder(field.fields)
-
-        def records(values: list[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
-            return tuple([build(v) for v in values])
-
-        return records
-    return None

@@ -8,14 +8,18 @@ dies with us, and its exit is noticed at once.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
 from projector.embedded.process import ChildProcess, free_port
 from projector.errors import EmbeddedServerError
+
+log = logging.getLogger("projector.embedded")
 
 # PostgreSQL refuses to run as root; as root we run it as this system user.
 SYSTEM_USER = "projector_pg"
@@ -49,6 +53,31 @@ def _ensure_system_user() -> str | None:
                 f"running as root, PostgreSQL needs an unprivileged user; `useradd {SYSTEM_USER}` "
                 f"failed: {done.stderr.strip()}") from None
     return SYSTEM_USER
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let the unprivileged server user reach ``path`` (execute bit only).
+
+    A checkout under /root, or pytest's 0700 temporary directories, would
+    otherwise make initdb fail with "Permission denied". Adding o+x lets other
+    users pass through a directory without listing it.
+    """
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            log.warning("giving other users passage (o+x) through %s so that PostgreSQL, "
+                        "running as %s, can reach its data directory", parent, SYSTEM_USER)
+            os.chmod(parent, mode | stat.S_IXOTH)
+
+
+def _as_user(user: str | None) -> dict[str, object]:
+    """subprocess arguments that drop root entirely: uid, gid and groups.
+
+    (``user=`` alone keeps gid 0, so root's group bits would decide access.)
+    """
+    if user is None:
+        return {}
+    return {"user": user, "group": user, "extra_groups": []}
 
 
 def _chown_tree(path: Path, user: str) -> None:
@@ -94,12 +123,12 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         if self.user:
             # The server user must be able to reach its data directory.
-            os.chmod(self.data_dir, 0o755)
+            _ensure_traversable(self.data_dir)
             _chown_tree(self.pgdata, self.user)
         done = subprocess.run(
             [str(bin_dir() / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
              "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
-            capture_output=True, text=True, user=self.user, check=False)
+            capture_output=True, text=True, check=False, **_as_user(self.user))
         if done.returncode != 0:
             raise EmbeddedServerError(
                 f"initdb failed in {self.pgdata}", (done.stdout + done.stderr)[-3000:])

@@ -72,7 +72,9 @@ class ChildProcess:
             try:
                 self.proc = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, user=self.user, env=self.env,
+                    start_new_session=True, env=self.env,
+                    **({"user": self.user, "group": self.user, "extra_groups": []}
+                       if self.user else {}),
                     preexec_fn=_die_with_parent,
                 )
             except OSError as exc:
