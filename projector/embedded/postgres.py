@@ -16,7 +16,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from projector.embedded.process import ChildProcess, free_port
+from projector.embedded.process import ChildProcess, drop_groups, free_port
 from projector.errors import EmbeddedServerError
 
 log = logging.getLogger("projector.embedded")
@@ -70,16 +70,6 @@ def _ensure_traversable(path: Path) -> None:
             os.chmod(parent, mode | stat.S_IXOTH)
 
 
-def _as_user(user: str | None) -> dict[str, object]:
-    """subprocess arguments that drop root entirely: uid, gid and groups.
-
-    (``user=`` alone keeps gid 0, so root's group bits would decide access.)
-    """
-    if user is None:
-        return {}
-    return {"user": user, "group": user, "extra_groups": []}
-
-
 def _chown_tree(path: Path, user: str) -> None:
     shutil.chown(path, user, user)
     for root, dirs, files in os.walk(path):
@@ -128,7 +118,8 @@ class EmbeddedPostgres:
         done = subprocess.run(
             [str(bin_dir() / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
              "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
-            capture_output=True, text=True, check=False, **_as_user(self.user))
+            capture_output=True, text=True, check=False, user=self.user, group=self.user,
+            extra_groups=drop_groups(self.user))
         if done.returncode != 0:
             raise EmbeddedServerError(
                 f"initdb failed in {self.pgdata}", (done.stdout + done.stderr)[-3000:])

@@ -26,6 +26,15 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def drop_groups(user: str | None) -> list[str] | None:
+    """``extra_groups`` for a child run as ``user``: none of root's groups.
+
+    With ``user=`` alone the child keeps gid 0 and root's groups, so the group
+    bits of root-owned directories, not the "other" bits, decide its access.
+    """
+    return [] if user else None
+
+
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     """Return ``preferred`` if it can be bound on ``host``, else a free port."""
     if preferred:
@@ -72,9 +81,8 @@ class ChildProcess:
             try:
                 self.proc = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, env=self.env,
-                    **({"user": self.user, "group": self.user, "extra_groups": []}
-                       if self.user else {}),
+                    start_new_session=True, env=self.env, user=self.user, group=self.user,
+                    extra_groups=drop_groups(self.user),
                     preexec_fn=_die_with_parent,
                 )
             except OSError as exc:

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
-from projector.projections.order_summary import ZERO, OrderRow
+from projector.projections.order_summary import MONEY, ZERO, OrderRow
 
 
 class Vector(NamedTuple):
@@ -50,7 +50,7 @@ def contribution(row: OrderRow) -> dict[str, Vector]:
     if row.placed_at is None or row.customer_id is None:
         return {}
     paid = row.paid_at is not None
-    spent = (row.paid_amount if paid else ZERO) - row.refunded_amount
+    spent = MONEY.subtract(row.paid_amount if paid else ZERO, row.refunded_amount)
     return {row.customer_id: Vector(1, int(paid), int(row.cancelled_at is not None), spent)}
 
 
@@ -147,7 +147,10 @@ async def recompute(
     """Set exact first/last order times of ``customer_ids`` from ``orders_table``.
 
     The rare path, after :func:`apply_deltas`; also drops customers left with no
-    order. Returns whether it ran.
+    order. Returns whether it ran. Every customer flagged by the planner also
+    got a delta or bounds, so :func:`apply_deltas` already holds its row lock:
+    another instance's new order of that customer is either committed, hence
+    seen here, or waits and widens the bounds with GREATEST/LEAST afterwards.
     """
     if not customer_ids:
         return False

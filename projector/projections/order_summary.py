@@ -61,8 +61,14 @@ Merge rules
   derived from the final state, so arrival order does not matter).
 - ``item_count`` is the total quantity over ``items``; ``last_event_at`` the
   latest ``occurred_at``.
+- Money is exact: Decimal arithmetic in a 100-digit context that traps
+  rounding, ``numeric`` columns, and decimal *strings* inside jsonb.
 - ``merge_state`` (jsonb) stores the winners and refunds, so a row can be
-  reloaded and merged further; the other columns are derived from it.
+  reloaded and merged further; the other columns are derived from it::
+
+    {"winners": {"<event type>": {"at": "<RFC 3339>", "id": "<event_id>",
+                                  "attrs": {...}}, ...},
+     "refunds": {"<event_id>": "<amount>" | null, ...}}
 
 An ``event_id`` names one immutable event: two deliveries with the same id are
 the same event, and only the first one applied is read.
@@ -70,9 +76,9 @@ the same event, and only the first one applied is read.
 
 from __future__ import annotations
 
+import decimal
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -82,8 +88,16 @@ import orjson
 from projector.errors import InternalError
 from projector.events import Event
 from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
+from projector.projections.row_cache import RowCache
 
 ZERO = Decimal(0)
+
+# Money arithmetic goes through this context, never the thread's default one
+# (28 digits): contract amounts have up to 30 digits, and PostgreSQL's numeric
+# is exact. Rounding would make the fold disagree with SQL sums, so it traps.
+MONEY = decimal.Context(
+    prec=100, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.DivisionByZero]
+)
 
 STATUSES: tuple[str, ...] = (
     "PLACED",
@@ -112,12 +126,6 @@ STATUS_OF: Mapping[str, str] = {
 
 _RANK_OF_TYPE: Mapping[str, int] = {t: STATUSES.index(s) for t, s in STATUS_OF.items()}
 
-# Failure-like types, highest precedence first, with the reason used when absent.
-_FAILURES: tuple[tuple[str, str], ...] = (
-    ("OrderCancelled", "cancelled"),
-    ("PaymentFailed", "payment_failed"),
-    ("InventoryReservationFailed", "inventory_reservation_failed"),
-)
 
 
 class LineItem(NamedTuple):
@@ -128,21 +136,42 @@ class LineItem(NamedTuple):
     unit_price: Decimal | None
 
 
-@dataclass(frozen=True, slots=True)
-class Winner:
+# The value types below are NamedTuples rather than frozen dataclasses: they
+# are built for every changed order of every batch, and a frozen dataclass's
+# __init__ (one object.__setattr__ per field) costs ~7x more for OrderRow's 25.
+
+
+class Winner(NamedTuple):
     """The winning (least ``(occurred_at, event_id)``) event of one type.
 
     ``attrs`` holds only the fields the derivation reads, already typed
-    (money as Decimal, items as a tuple of :class:`LineItem`).
+    (money as Decimal, items as a tuple of :class:`LineItem`). ``json`` is this
+    winner's entry in ``merge_state``, encoded once when it wins: a row is
+    written after every event, its winners rarely change. Build with
+    :func:`winner`.
     """
 
     occurred_at: datetime
     event_id: str
     attrs: Mapping[str, Any]
+    json: str
 
 
-@dataclass(frozen=True, slots=True)
-class MergeState:
+def winner(occurred_at: datetime, event_id: str, attrs: Mapping[str, Any]) -> Winner:
+    """A :class:`Winner` with its ``merge_state`` entry ``{"at", "id", "attrs"?}``."""
+    entry: dict[str, Any] = {"at": occurred_at, "id": event_id}
+    if attrs:
+        entry["attrs"] = {
+            key: _items_jsonable(value) if key == "items" else _jsonable(value)
+            for key, value in attrs.items()
+        }
+    # Sorted keys: the same winner decoded from jsonb (which reorders keys) encodes the same.
+    # Kept as str: orjson's bytes keep a 4 KiB buffer, too much for every cached winner.
+    json = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()
+    return Winner(occurred_at, event_id, attrs, json)
+
+
+class MergeState(NamedTuple):
     """Everything the columns are derived from; never mutated after creation."""
 
     winners: Mapping[str, Winner]
@@ -150,8 +179,7 @@ class MergeState:
     refunds: Mapping[str, Decimal | None]
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRow:
+class OrderRow(NamedTuple):
     """One ``order_summary`` row (without ``updated_seq``, which the database assigns)."""
 
     order_id: str
@@ -303,7 +331,7 @@ def fold_all(row: OrderRow | None, events: Iterable[Event]) -> OrderRow:
             last = at
         current = winners.get(event_type)
         if current is None or (at, event_id) < (current.occurred_at, current.event_id):
-            winners[event_type] = Winner(at, event_id, handler(event.payload))
+            winners[event_type] = winner(at, event_id, handler(event.payload))
         if event_type == "PaymentRefunded":
             refunds[event_id] = _money(event.payload.get("amount"))
     if not changed:
@@ -321,108 +349,104 @@ def derive(
     w = state.winners
     if not w:
         raise InternalError(f"derive: order {order_id!r} has no winning event")
-    placed = w.get("OrderPlaced")
-    pa = placed.attrs if placed is not None else _NO_ATTRS
-    items: tuple[LineItem, ...] = pa.get("items", ())
-    total: Decimal | None = pa.get("total_amount")
+    get = w.get
+    placed = get("OrderPlaced")
+    paid = get("PaymentSucceeded")
+    scheduled = get("ShippingScheduled")
+    shipped = get("OrderShipped")
+    inventory_failed = get("InventoryReservationFailed")
+    payment_failed = get("PaymentFailed")
+    cancelled = get("OrderCancelled")
 
-    paid = w.get("PaymentSucceeded")
+    if placed is not None:
+        pa = placed.attrs
+        items: tuple[LineItem, ...] = pa["items"]
+        total: Decimal | None = pa["total_amount"]
+    else:
+        pa, items, total = _NO_ATTRS, (), None
+
     if paid is None:
         paid_amount = ZERO
     else:
-        amount = paid.attrs.get("amount")
-        paid_amount = amount if amount is not None else (total if total is not None else ZERO)
+        paid_with = paid.attrs["amount"]
+        paid_amount = paid_with if paid_with is not None else (total if total is not None else ZERO)
     refunded = ZERO
-    # Summed in event-id order: exact for Decimal anyway, but fixed in any case.
-    for _, refund in sorted(state.refunds.items()):
-        refunded += paid_amount if refund is None else refund
+    if state.refunds:
+        # Summed in event-id order: exact anyway (MONEY traps rounding), and fixed.
+        for _, amount in sorted(state.refunds.items()):
+            refunded = MONEY.add(refunded, paid_amount if amount is None else amount)
 
     failure_reason: str | None = None
-    for failure_type, default_reason in _FAILURES:
-        failure = w.get(failure_type)
-        if failure is not None:
-            failure_reason = failure.attrs.get("reason") or default_reason
-            break
-    failed_ats = [
-        f.occurred_at
-        for f in (w.get("InventoryReservationFailed"), w.get("PaymentFailed"))
-        if f is not None
-    ]
-    shipped = w.get("OrderShipped")
-    scheduled = w.get("ShippingScheduled")
-    carrier = shipped.attrs.get("carrier") if shipped is not None else None
+    if cancelled is not None:
+        failure_reason = cancelled.attrs["reason"] or "cancelled"
+    elif payment_failed is not None:
+        failure_reason = payment_failed.attrs["reason"] or "payment_failed"
+    elif inventory_failed is not None:
+        failure_reason = inventory_failed.attrs["reason"] or "inventory_reservation_failed"
+    if inventory_failed is None:
+        failed_at = None if payment_failed is None else payment_failed.occurred_at
+    elif payment_failed is None:
+        failed_at = inventory_failed.occurred_at
+    else:
+        failed_at = min(inventory_failed.occurred_at, payment_failed.occurred_at)
+    carrier = shipped.attrs["carrier"] if shipped is not None else None
     if carrier is None and scheduled is not None:
-        carrier = scheduled.attrs.get("carrier")
+        carrier = scheduled.attrs["carrier"]
+    delivered = get("OrderDelivered")
+    reserved = get("InventoryReserved")
+    first_refund = get("PaymentRefunded")
 
+    # Positional, in field order: keyword construction costs 3x as much here.
     return OrderRow(
-        order_id=order_id,
-        customer_id=pa.get("customer_id"),
-        status=STATUSES[max(_RANK_OF_TYPE[t] for t in w)],
-        items=items,
-        item_count=sum(i.qty for i in items),
-        total_amount=total,
-        currency=pa.get("currency"),
-        placed_at=_at(placed),
-        inventory_reserved_at=_at(w.get("InventoryReserved")),
-        failed_at=min(failed_ats) if failed_ats else None,
-        paid_at=_at(paid),
-        shipping_scheduled_at=_at(scheduled),
-        shipped_at=_at(shipped),
-        delivered_at=_at(w.get("OrderDelivered")),
-        cancelled_at=_at(w.get("OrderCancelled")),
-        refunded_at=_at(w.get("PaymentRefunded")),
-        failure_reason=failure_reason,
-        carrier=carrier,
-        tracking_number=shipped.attrs.get("tracking_number") if shipped is not None else None,
-        paid_amount=paid_amount,
-        refunded_amount=refunded,
-        last_event_at=last_event_at,
-        event_count=len(event_ids),
-        event_ids=event_ids,
-        merge_state=state,
+        order_id,
+        pa.get("customer_id"),
+        STATUSES[max(map(_RANK_OF_TYPE.__getitem__, w))],
+        items,
+        sum(i.qty for i in items),
+        total,
+        pa.get("currency"),
+        None if placed is None else placed.occurred_at,
+        None if reserved is None else reserved.occurred_at,
+        failed_at,
+        None if paid is None else paid.occurred_at,
+        None if scheduled is None else scheduled.occurred_at,
+        None if shipped is None else shipped.occurred_at,
+        None if delivered is None else delivered.occurred_at,
+        None if cancelled is None else cancelled.occurred_at,
+        None if first_refund is None else first_refund.occurred_at,
+        failure_reason,
+        carrier,
+        None if shipped is None else shipped.attrs["tracking_number"],
+        paid_amount,
+        refunded,
+        last_event_at,
+        len(event_ids),
+        event_ids,
+        state,
     )
-
-
-def _at(winner: Winner | None) -> datetime | None:
-    return None if winner is None else winner.occurred_at
 
 
 # --- encoding ---------------------------------------------------------------
 
 
-def _items_json(items: Sequence[LineItem]) -> list[dict[str, Any]]:
-    return [
-        {
-            "sku": i.sku,
-            "qty": i.qty,
-            "unit_price": None if i.unit_price is None else str(i.unit_price),
-        }
-        for i in items
-    ]
+def _jsonable(value: Any) -> Any:
+    # Money as a string, not a JSON number: exact, whatever reads the jsonb.
+    return str(value) if isinstance(value, Decimal) else value
 
 
-def _encode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if key == "items":
-            out[key] = _items_json(value)
-        elif isinstance(value, Decimal):
-            # Strings, not JSON numbers: exact, whatever reads the jsonb.
-            out[key] = str(value)
-        else:
-            out[key] = value
-    return out
+def _items_jsonable(items: Sequence[LineItem]) -> list[dict[str, Any]]:
+    return [{"sku": i.sku, "qty": i.qty, "unit_price": _jsonable(i.unit_price)} for i in items]
+
+
+def items_json(items: Sequence[LineItem]) -> str:
+    """The ``items`` column: ``[{"sku", "qty", "unit_price": "12.50" | null}, ...]``."""
+    return orjson.dumps(_items_jsonable(items)).decode()
 
 
 def encode_state(state: MergeState) -> str:
     """``merge_state`` as JSON text: winners by type (``at``, ``id``, ``attrs``) and refunds."""
-    winners: dict[str, Any] = {}
-    for event_type, w in state.winners.items():
-        entry: dict[str, Any] = {"at": w.occurred_at, "id": w.event_id}
-        if w.attrs:
-            entry["attrs"] = _encode_attrs(w.attrs)
-        winners[event_type] = entry
-    refunds = {k: None if v is None else str(v) for k, v in state.refunds.items()}
+    winners = {event_type: orjson.Fragment(w.json) for event_type, w in state.winners.items()}
+    refunds = {event_id: _jsonable(amount) for event_id, amount in state.refunds.items()}
     return orjson.dumps({"winners": winners, "refunds": refunds}).decode()
 
 
@@ -442,7 +466,7 @@ def decode_state(text: str | bytes) -> MergeState:
     """Inverse of :func:`encode_state`."""
     raw = orjson.loads(text)
     winners = {
-        event_type: Winner(
+        event_type: winner(
             datetime.fromisoformat(w["at"]),
             w["id"],
             _decode_attrs(w["attrs"]) if "attrs" in w else _NO_ATTRS,
@@ -454,56 +478,28 @@ def decode_state(text: str | bytes) -> MergeState:
 
 
 def _text_array(values: Sequence[str]) -> str:
-    # A text[] literal, every element quoted: ids may hold commas, braces or quotes.
-    # (A text[][] parameter would not do: unnest() flattens multidimensional arrays.)
-    return (
-        "{"
-        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-        + "}"
-    )
-
-
-def record(row: OrderRow) -> tuple[Any, ...]:
-    """The row's values in :data:`COLUMNS` order, as the upsert's arrays take them."""
-    return (
-        row.order_id,
-        row.customer_id,
-        row.status,
-        orjson.dumps(_items_json(row.items)).decode(),
-        row.item_count,
-        row.total_amount,
-        row.currency,
-        row.placed_at,
-        row.inventory_reserved_at,
-        row.failed_at,
-        row.paid_at,
-        row.shipping_scheduled_at,
-        row.shipped_at,
-        row.delivered_at,
-        row.cancelled_at,
-        row.refunded_at,
-        row.failure_reason,
-        row.carrier,
-        row.tracking_number,
-        row.paid_amount,
-        row.refunded_amount,
-        row.last_event_at,
-        row.event_count,
-        _text_array(row.event_ids),
-        encode_state(row.merge_state),
-    )
+    # A text[] literal, every element quoted: ids may hold commas, braces or
+    # spaces. (A text[][] parameter would not do: unnest() flattens it.)
+    if not values:
+        return "{}"
+    plain = "".join(values)
+    if '"' in plain or "\\" in plain:
+        values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
+    return '{"' + '","'.join(values) + '"}'
 
 
 # --- SQL --------------------------------------------------------------------
 
-# (column, column type, type of the unnest() parameter array when it differs)
+# (column, column type, type of the unnest() parameter array). Money, jsonb and
+# text[] travel as text and are cast in the SELECT: asyncpg's binary numeric
+# encoder costs ~3x a str(), and a text[][] parameter cannot be unnested per row.
 _COLUMN_TYPES: tuple[tuple[str, str, str], ...] = (
     ("order_id", "text PRIMARY KEY", "text"),
     ("customer_id", "text", "text"),
     ("status", "text NOT NULL", "text"),
     ("items", "jsonb NOT NULL", "text"),
     ("item_count", "integer NOT NULL", "int4"),
-    ("total_amount", "numeric", "numeric"),
+    ("total_amount", "numeric", "text"),
     ("currency", "text", "text"),
     ("placed_at", "timestamptz", "timestamptz"),
     ("inventory_reserved_at", "timestamptz", "timestamptz"),
@@ -517,8 +513,8 @@ _COLUMN_TYPES: tuple[tuple[str, str, str], ...] = (
     ("failure_reason", "text", "text"),
     ("carrier", "text", "text"),
     ("tracking_number", "text", "text"),
-    ("paid_amount", "numeric NOT NULL", "numeric"),
-    ("refunded_amount", "numeric NOT NULL", "numeric"),
+    ("paid_amount", "numeric NOT NULL", "text"),
+    ("refunded_amount", "numeric NOT NULL", "text"),
     ("last_event_at", "timestamptz NOT NULL", "timestamptz"),
     ("event_count", "integer NOT NULL", "int4"),
     ("event_ids", "text[] NOT NULL", "text"),
@@ -527,8 +523,37 @@ _COLUMN_TYPES: tuple[tuple[str, str, str], ...] = (
 
 COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in _COLUMN_TYPES)
 
-# Parameters passed as text and cast per row in the SELECT.
-_CASTS: Mapping[str, str] = {"items": "jsonb", "event_ids": "text[]", "merge_state": "jsonb"}
+
+def record(row: OrderRow) -> tuple[Any, ...]:
+    """The row's values in :data:`COLUMNS` order, as the upsert's parameter arrays take them."""
+    total = row.total_amount
+    return (
+        row.order_id,
+        row.customer_id,
+        row.status,
+        items_json(row.items),
+        row.item_count,
+        None if total is None else str(total),
+        row.currency,
+        row.placed_at,
+        row.inventory_reserved_at,
+        row.failed_at,
+        row.paid_at,
+        row.shipping_scheduled_at,
+        row.shipped_at,
+        row.delivered_at,
+        row.cancelled_at,
+        row.refunded_at,
+        row.failure_reason,
+        row.carrier,
+        row.tracking_number,
+        str(row.paid_amount),
+        str(row.refunded_amount),
+        row.last_event_at,
+        row.event_count,
+        _text_array(row.event_ids),
+        encode_state(row.merge_state),
+    )
 
 
 def ddl(table: str) -> list[str]:
@@ -539,22 +564,24 @@ def ddl(table: str) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {t} (\n    {columns},\n    updated_seq bigint NOT NULL\n)",
         f"CREATE INDEX IF NOT EXISTS {index_name(table, 'customer_placed_idx')} "
         f"ON {t} (customer_id, placed_at DESC, order_id)",
-        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'placed_idx')} "
-        f"ON {t} (placed_at DESC, order_id)",
+        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'placed_idx')} ON {t} (placed_at DESC, order_id)",
         f"CREATE INDEX IF NOT EXISTS {index_name(table, 'status_placed_idx')} "
         f"ON {t} (status, placed_at DESC, order_id)",
-        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'total_idx')} "
-        f"ON {t} (total_amount DESC, order_id)",
+        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'total_idx')} ON {t} (total_amount DESC, order_id)",
     ]
 
 
 @functools.lru_cache(maxsize=64)
 def _load_sql(table: str) -> str:
-    # ORDER BY under FOR UPDATE: rows are locked in key order, so two instances
-    # locking overlapping batches cannot deadlock on this statement.
+    # $2 holds, per order, the event_ids of the copy the cache has (NULL: none);
+    # a row that still has them is not sent again (see row_cache). ORDER BY
+    # under FOR UPDATE locks rows in key order, so two instances with
+    # overlapping batches cannot deadlock on this statement.
     return (
-        f"SELECT order_id, merge_state::text, event_ids, last_event_at FROM {quote_ident(table)} "
-        "WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE"
+        "SELECT o.order_id, CASE WHEN o.event_ids = c.ids::text[] THEN NULL "
+        "ELSE o.merge_state::text END, o.event_ids, o.last_event_at "
+        f"FROM unnest($1::text[], $2::text[]) AS c(order_id, ids) JOIN {quote_ident(table)} AS o "
+        "ON o.order_id = c.order_id ORDER BY o.order_id FOR UPDATE OF o"
     )
 
 
@@ -562,7 +589,10 @@ def _load_sql(table: str) -> str:
 def _upsert_sql(table: str) -> str:
     params = ", ".join(f"${n}::{ptype}[]" for n, (_, _, ptype) in enumerate(_COLUMN_TYPES, 1))
     names = ", ".join(COLUMNS)
-    select = ", ".join(f"u.{c}::{_CASTS[c]}" if c in _CASTS else f"u.{c}" for c in COLUMNS)
+    select = ", ".join(
+        f"u.{c}::{ctype.split(' ')[0]}" if ctype.split(" ")[0] != ptype else f"u.{c}"
+        for c, ctype, ptype in _COLUMN_TYPES
+    )
     updates = ", ".join(f"{c} = excluded.{c}" for c in (*COLUMNS[1:], "updated_seq"))
     # The WHERE turns a lost race into a skipped row instead of a lost update: a
     # row inserted concurrently by another instance (after our load saw none)
@@ -577,16 +607,33 @@ def _upsert_sql(table: str) -> str:
     )
 
 
-async def load(conn: Any, table: str, order_ids: Sequence[str]) -> dict[str, OrderRow]:
-    """Lock and load the existing rows of ``order_ids`` (sorted), in one statement."""
-    records = await conn.fetch(_load_sql(table), order_ids)
-    return {
-        r[0]: derive(r[0], decode_state(r[1]), tuple(r[2]), r[3]) for r in records
-    }
+async def load(
+    conn: Any, table: str, order_ids: Sequence[str], cache: RowCache[OrderRow] | None = None
+) -> dict[str, OrderRow]:
+    """Lock and load the existing rows of ``order_ids`` (sorted), in one statement.
+
+    Rows the database confirms ``cache`` holds (same ``event_ids``) are neither
+    sent nor decoded.
+    """
+    cached = cache.lookup(table, order_ids) if cache is not None else {}
+    fingerprints = [cached[i][0] if i in cached else None for i in order_ids] if cached else None
+    records = await conn.fetch(_load_sql(table), order_ids, fingerprints)
+    rows: dict[str, OrderRow] = {}
+    for order_id, state, event_ids, last_event_at in records:
+        if state is None:
+            rows[order_id] = cached[order_id][1]
+        else:
+            rows[order_id] = derive(order_id, decode_state(state), tuple(event_ids), last_event_at)
+    return rows
 
 
-async def write(conn: Any, table: str, rows: Sequence[OrderRow]) -> list[str]:
-    """Upsert ``rows`` (sorted by order_id) in one statement.
+_EVENT_IDS_AT = COLUMNS.index("event_ids")
+
+
+async def write(
+    conn: Any, table: str, rows: Sequence[OrderRow], cache: RowCache[OrderRow] | None = None
+) -> list[str]:
+    """Upsert ``rows`` (sorted by order_id) in one statement; remember them in ``cache``.
 
     Returns the order ids *not* written because another transaction created
     the row meanwhile with events we have not seen; reload and re-fold those.
@@ -595,6 +642,10 @@ async def write(conn: Any, table: str, rows: Sequence[OrderRow]) -> list[str]:
         return []
     columns = list(zip(*(record(r) for r in rows), strict=True))
     written = await conn.fetch(_upsert_sql(table), *columns)
+    if cache is not None:
+        fingerprints = columns[_EVENT_IDS_AT]
+        for row, fingerprint in zip(rows, fingerprints, strict=True):
+            cache.put(table, row.order_id, fingerprint, row)
     if len(written) == len(rows):
         return []
     done = {r[0] for r in written}

@@ -1,0 +1,109 @@
+"""Engine benchmark: a 1,000,000-event backlog projected from empty to caught up.
+
+Also measures the tutorial-style consumer (bench/naive.py) on a sample, in the
+same run, and prints the ratio. Figures go to bench/results/engine.json.
+
+    python bench/bench_engine.py [--events 1000000] [--naive-sample 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Stack, stack, write_results  # noqa: E402
+from naive import run_naive  # noqa: E402
+
+from projector.db import create_pool, migrate  # noqa: E402
+from projector.events import DEFAULT_TOPICS  # noqa: E402
+from projector.projections import ALL  # noqa: E402
+from projector.simulator import SimulationOptions, generate, publish, topic_map_for  # noqa: E402
+from projector.topics import ensure_topics  # noqa: E402
+
+EVENTS_PER_ORDER = 5.75  # what the simulator's default outcomes average
+
+
+async def _database(s: Stack, name: str) -> str:
+    conn = await asyncpg.connect(s.admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, _ = s.admin_url.rpartition("/")
+    dsn = f"{base}/{name}"
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    async with pool.acquire() as conn:
+        await migrate(conn, ALL)
+    await pool.close()
+    return dsn
+
+
+async def _publish(s: Stack, topics: tuple[str, ...], events: int) -> tuple[dict[str, int], float]:
+    await ensure_topics(s.bootstrap, topics)
+    options = SimulationOptions(orders=int(events / EVENTS_PER_ORDER), seed=1,
+                                topic_map=topic_map_for(topics), duplicates=0.01, reorder=True)
+    per_topic: Counter[str] = Counter()
+
+    def counted():  # type: ignore[no-untyped-def]
+        for r in generate(options):
+            per_topic[r.topic] += 1
+            yield r
+
+    started = time.perf_counter()
+    stats = await publish(counted(), s.bootstrap)
+    elapsed = time.perf_counter() - started
+    print(f"published {stats.sent:,} records in {elapsed:.1f} s ({stats.sent / elapsed:,.0f}/s)",
+          flush=True)
+    return dict(per_topic), stats.sent / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--naive-sample", type=int, default=20_000)
+    args = parser.parse_args()
+    with stack(durable=True) as s:
+        prefix = f"bench-{uuid.uuid4().hex[:6]}."
+        topics = tuple(prefix + t for t in DEFAULT_TOPICS)
+        per_topic, publish_rate = asyncio.run(_publish(s, topics, args.events))
+
+        dsn = asyncio.run(_database(s, "bench_engine"))
+        worker = Path(__file__).resolve().parent / "engine_worker.py"
+        out = subprocess.run([sys.executable, str(worker), dsn, s.bootstrap, ",".join(topics),
+                              json.dumps(per_topic)], capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            sys.exit(f"engine worker failed:\n{out.stderr[-3000:]}")
+        engine = json.loads(out.stdout.strip().splitlines()[-1])
+
+        naive_dsn = asyncio.run(_database(s, "bench_naive"))
+        naive = asyncio.run(run_naive(naive_dsn, s.bootstrap, topics, args.naive_sample))
+
+    ratio = engine["records_per_s"] / naive["records_per_s"]
+    print()
+    print(f"engine      {engine['records']:>10,} events  {engine['records_per_s']:>10,.0f} events/s"
+          f"   (target >= 50,000)")
+    print(f"            batches {engine['batches']:,} of {engine['mean_batch_records']:,.0f} events;"
+          f" commit p50 {engine['commit_p50_ms']:.1f} ms, p99 {engine['commit_p99_ms']:.1f} ms;"
+          f" peak RSS {engine['peak_rss_mb']:.0f} MB (target < 300)")
+    print(f"naive       {naive['records']:>10,} events  {naive['records_per_s']:>10,.0f} events/s"
+          f"   (one transaction per event + processed_events)")
+    print(f"ratio       {ratio:>10.1f}x   (target >= 40x)")
+    path = write_results("engine", {"engine": engine, "naive": naive, "ratio": ratio,
+                                    "publish_records_per_s": publish_rate})
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The ``daily_sales`` read model: per-day totals, keyed by the UTC date of ``placed_at``.
+
+Maintained from deltas (an order's new contribution minus its old one, summed
+per day over the batch). An order counts once its OrderPlaced is known:
+``orders_placed`` 1, ``orders_paid`` 1 if paid, ``orders_cancelled`` 1 if
+cancelled, ``revenue`` = ``paid_amount`` (if paid) - ``refunded_amount``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from datetime import UTC, date
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from projector.projections._names import UPDATED_SEQ, quote_ident
+from projector.projections.order_summary import MONEY, ZERO, OrderRow
+
+
+class Vector(NamedTuple):
+    """An order's additive contribution to its day's row (also the row's values)."""
+
+    orders_placed: int
+    orders_paid: int
+    orders_cancelled: int
+    revenue: Decimal
+
+
+def contribution(row: OrderRow) -> dict[date, Vector]:
+    """``{placed UTC date: vector}``, empty before OrderPlaced."""
+    if row.placed_at is None:
+        return {}
+    paid = row.paid_at is not None
+    revenue = MONEY.subtract(row.paid_amount if paid else ZERO, row.refunded_amount)
+    day = row.placed_at.astimezone(UTC).date()
+    return {day: Vector(1, int(paid), int(row.cancelled_at is not None), revenue)}
+
+
+def ddl(table: str) -> list[str]:
+    """CREATE TABLE statement for ``daily_sales`` under ``table`` (the key is its index)."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} (\n"
+        "    day date PRIMARY KEY,\n"
+        "    orders_placed bigint NOT NULL,\n"
+        "    orders_paid bigint NOT NULL,\n"
+        "    orders_cancelled bigint NOT NULL,\n"
+        "    revenue numeric NOT NULL,\n"
+        "    updated_seq bigint NOT NULL\n"
+        ")",
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_sql(table: str) -> str:
+    return (
+        f"INSERT INTO {quote_ident(table)} AS t "
+        "(day, orders_placed, orders_paid, orders_cancelled, revenue, updated_seq) "
+        f"SELECT u.*, nextval('{UPDATED_SEQ}') FROM unnest($1::date[], $2::int8[], $3::int8[], "
+        "$4::int8[], $5::numeric[]) AS u(day, orders_placed, orders_paid, orders_cancelled, revenue) "
+        "ON CONFLICT (day) DO UPDATE SET "
+        "orders_placed = t.orders_placed + excluded.orders_placed, "
+        "orders_paid = t.orders_paid + excluded.orders_paid, "
+        "orders_cancelled = t.orders_cancelled + excluded.orders_cancelled, "
+        "revenue = t.revenue + excluded.revenue, "
+        "updated_seq = excluded.updated_seq"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _delete_empty_sql(table: str) -> str:
+    return (
+        f"DELETE FROM {quote_ident(table)} WHERE day = ANY($1::date[]) AND orders_placed = 0"
+    )
+
+
+async def apply_deltas(conn: Any, table: str, deltas: Mapping[date, Vector]) -> bool:
+    """Add ``deltas`` in one statement, days in order; returns whether any row changed.
+
+    A day left with no order (an order's placed_at moved to another day) is deleted.
+    """
+    if not deltas:
+        return False
+    keys = sorted(deltas)
+    vectors = [deltas[k] for k in keys]
+    await conn.execute(
+        _upsert_sql(table),
+        keys,
+        [v.orders_placed for v in vectors],
+        [v.orders_paid for v in vectors],
+        [v.orders_cancelled for v in vectors],
+        [v.revenue for v in vectors],
+    )
+    shrunk = [k for k, v in zip(keys, vectors, strict=True) if v.orders_placed < 0]
+    if shrunk:
+        await conn.execute(_delete_empty_sql(table), shrunk)
+    return True

@@ -1,0 +1,90 @@
+"""The ``order_timeline`` read model: one row per applied event, and its projection.
+
+Rows are keyed by ``event_id``: a duplicate delivery is ignored (``ON CONFLICT
+DO NOTHING``), so the row keeps the log position (topic, partition, offset) it
+was first applied from.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from projector.projection import Positioned
+from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
+
+TABLE = "order_timeline"
+
+
+def ddl(table: str) -> list[str]:
+    """CREATE TABLE and CREATE INDEX statements for ``order_timeline`` under ``table``.
+
+    ``partition`` and ``offset`` are SQL keywords: quote them in queries.
+    """
+    t = quote_ident(table)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t} (\n"
+        "    event_id text PRIMARY KEY,\n"
+        "    order_id text NOT NULL,\n"
+        "    event_type text NOT NULL,\n"
+        "    occurred_at timestamptz NOT NULL,\n"
+        "    topic text NOT NULL,\n"
+        '    "partition" integer NOT NULL,\n'
+        '    "offset" bigint NOT NULL,\n'
+        "    updated_seq bigint NOT NULL\n"
+        ")",
+        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'order_idx')} "
+        f"ON {t} (order_id, occurred_at, event_id)",
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str) -> str:
+    return (
+        f'INSERT INTO {quote_ident(table)} (event_id, order_id, event_type, occurred_at, topic, '
+        '"partition", "offset", updated_seq) '
+        f"SELECT u.*, nextval('{UPDATED_SEQ}') FROM unnest($1::text[], $2::text[], $3::text[], "
+        "$4::timestamptz[], $5::text[], $6::int4[], $7::int8[]) "
+        "AS u(event_id, order_id, event_type, occurred_at, topic, p, o) "
+        "ON CONFLICT (event_id) DO NOTHING"
+    )
+
+
+class TimelineProjection:
+    """Projection ``timeline``: appends each new event to ``order_timeline``."""
+
+    name: str = "timeline"
+    version: int = 1
+    tables: tuple[str, ...] = (TABLE,)
+
+    def ddl(self, physical: Mapping[str, str]) -> list[str]:
+        """CREATE statements for the physical name of ``order_timeline``."""
+        return ddl(physical[TABLE])
+
+    async def apply(
+        self, conn: Any, batch: Sequence[Positioned], physical: Mapping[str, str]
+    ) -> set[str]:
+        """Insert the batch's events not yet in the table, in one statement.
+
+        Returns ``{"order_timeline"}`` if any row was inserted, else an empty set.
+        """
+        first: dict[str, Positioned] = {}
+        for p in batch:
+            first.setdefault(p.event.event_id, p)
+        if not first:
+            return set()
+        ids = sorted(first)  # key order, as every writer here locks keys
+        rows = [first[i] for i in ids]
+        status = await conn.execute(
+            _insert_sql(physical[TABLE]),
+            ids,
+            [p.event.order_id for p in rows],
+            [p.event.event_type for p in rows],
+            [p.event.occurred_at for p in rows],
+            [p.topic for p in rows],
+            [p.partition for p in rows],
+            [p.offset for p in rows],
+        )
+        # Command tag "INSERT 0 <rows>".
+        return {TABLE} if int(status.rsplit(" ", 1)[-1]) > 0 else set()

@@ -1,0 +1,111 @@
+"""The ``product_sales`` read model: per-SKU sales totals over orders.
+
+Maintained from deltas (an order's new contribution minus its old one, summed
+per SKU over the batch). An order counts once its OrderPlaced is known, once
+per distinct SKU in its items (quantities of a repeated SKU are summed):
+``units_ordered`` qty, ``order_count`` 1, and once paid ``units_paid`` qty and
+``revenue`` qty * unit_price. An item without ``unit_price`` adds no revenue.
+Refunds do not reduce ``revenue`` here (they are not itemised).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
+from projector.projections.order_summary import MONEY, ZERO, OrderRow
+
+
+class Vector(NamedTuple):
+    """An order's additive contribution to one SKU's row (also the row's values)."""
+
+    units_ordered: int
+    units_paid: int
+    revenue: Decimal
+    order_count: int
+
+
+def contribution(row: OrderRow) -> dict[str, Vector]:
+    """``{sku: vector}`` over the order's distinct SKUs; empty before OrderPlaced."""
+    if row.placed_at is None or not row.items:
+        return {}
+    paid = row.paid_at is not None
+    qty: dict[str, int] = {}
+    revenue: dict[str, Decimal] = {}
+    for item in row.items:
+        qty[item.sku] = qty.get(item.sku, 0) + item.qty
+        if item.unit_price is not None:
+            line = MONEY.multiply(item.qty, item.unit_price)
+            revenue[item.sku] = MONEY.add(revenue.get(item.sku, ZERO), line)
+    if paid:
+        return {sku: Vector(q, q, revenue.get(sku, ZERO), 1) for sku, q in qty.items()}
+    return {sku: Vector(q, 0, ZERO, 1) for sku, q in qty.items()}
+
+
+def ddl(table: str) -> list[str]:
+    """CREATE TABLE and CREATE INDEX statements for ``product_sales`` under ``table``."""
+    t = quote_ident(table)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t} (\n"
+        "    sku text PRIMARY KEY,\n"
+        "    units_ordered bigint NOT NULL,\n"
+        "    units_paid bigint NOT NULL,\n"
+        "    revenue numeric NOT NULL,\n"
+        "    order_count bigint NOT NULL,\n"
+        "    updated_seq bigint NOT NULL\n"
+        ")",
+        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'revenue_idx')} "
+        f"ON {t} (revenue DESC, sku)",
+        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'units_idx')} "
+        f"ON {t} (units_ordered DESC, sku)",
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_sql(table: str) -> str:
+    return (
+        f"INSERT INTO {quote_ident(table)} AS t "
+        "(sku, units_ordered, units_paid, revenue, order_count, updated_seq) "
+        f"SELECT u.*, nextval('{UPDATED_SEQ}') FROM unnest($1::text[], $2::int8[], $3::int8[], "
+        "$4::numeric[], $5::int8[]) AS u(sku, units_ordered, units_paid, revenue, order_count) "
+        "ON CONFLICT (sku) DO UPDATE SET "
+        "units_ordered = t.units_ordered + excluded.units_ordered, "
+        "units_paid = t.units_paid + excluded.units_paid, "
+        "revenue = t.revenue + excluded.revenue, "
+        "order_count = t.order_count + excluded.order_count, "
+        "updated_seq = excluded.updated_seq"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _delete_empty_sql(table: str) -> str:
+    return (
+        f"DELETE FROM {quote_ident(table)} WHERE sku = ANY($1::text[]) AND order_count = 0"
+    )
+
+
+async def apply_deltas(conn: Any, table: str, deltas: Mapping[str, Vector]) -> bool:
+    """Add ``deltas`` in one statement, keys in sorted order; returns whether any row changed.
+
+    An SKU left with no order (an order's items were replaced by a second,
+    earlier OrderPlaced) is deleted, as the aggregate over orders would not have it.
+    """
+    if not deltas:
+        return False
+    keys = sorted(deltas)
+    vectors = [deltas[k] for k in keys]
+    await conn.execute(
+        _upsert_sql(table),
+        keys,
+        [v.units_ordered for v in vectors],
+        [v.units_paid for v in vectors],
+        [v.revenue for v in vectors],
+        [v.order_count for v in vectors],
+    )
+    shrunk = [k for k, v in zip(keys, vectors, strict=True) if v.order_count < 0]
+    if shrunk:
+        await conn.execute(_delete_empty_sql(table), shrunk)
+    return True

@@ -1,0 +1,314 @@
+"""The orders and timeline projections against a real PostgreSQL.
+
+Every test gets a fresh database (``pg_dsn``), creates the tables from
+``ddl()``, applies batches the way the engine does (one transaction each) and
+compares the tables with the pure fold of the same events (``readmodels``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from readmodels import (
+    LOGICAL,
+    assert_tables_match,
+    expected_order,
+    expected_totals,
+    fold_everything,
+    stored_orders,
+    stored_totals,
+)
+
+from projector.events import EVENT_TYPES, TOPIC_OF, Event
+from projector.projection import Positioned, Projection
+from projector.projections import ALL, order_summary
+from projector.projections.order_timeline import TimelineProjection
+from projector.projections.orders import OrdersProjection
+from projector.projections.row_cache import RowCache
+
+D = Decimal
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+MONEY = [None, D("0.1"), D("0.2"), D("1.50"), D("9.99"), D("100")]
+
+
+@pytest.fixture
+async def conn(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(pg_dsn)
+    await connection.execute("CREATE SEQUENCE IF NOT EXISTS projector_updated_seq")
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def create_tables(conn: asyncpg.Connection, physical: Mapping[str, str] = LOGICAL) -> None:
+    for projection in ALL:
+        for statement in projection.ddl(physical):
+            await conn.execute(statement)
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+def placed(
+    event_id: str, order_id: str, at: datetime, customer: str, sku: str, qty: int,
+    unit_price: Decimal | None, total: Decimal,
+) -> Event:
+    items = ({"sku": sku, "qty": qty, "unit_price": unit_price},)
+    payload = {"customer_id": customer, "items": items, "total_amount": total, "currency": "EUR"}
+    return Event(event_id, "OrderPlaced", order_id, at, payload)
+
+
+def random_payload(rng: random.Random, event_type: str) -> dict[str, Any]:
+    if event_type == "OrderPlaced":
+        items = tuple(
+            {"sku": f"sku-{rng.randrange(8)}", "qty": rng.randint(1, 4), "unit_price": rng.choice(MONEY)}
+            for _ in range(rng.randint(1, 3))
+        )
+        return {
+            "customer_id": f"c-{rng.randrange(15)}",
+            "items": items,
+            "total_amount": rng.choice(MONEY[1:]),
+            "currency": "EUR",
+        }
+    if event_type in ("PaymentSucceeded", "PaymentRefunded"):
+        return {"amount": rng.choice(MONEY)}
+    if event_type in ("OrderCancelled", "PaymentFailed", "InventoryReservationFailed"):
+        return {"reason": rng.choice([None, "no stock", "card declined"])}
+    if event_type == "ShippingScheduled":
+        return {"carrier": rng.choice([None, "DHL"]), "eta": None}
+    if event_type == "OrderShipped":
+        return {"carrier": rng.choice(["UPS", "DHL"]), "tracking_number": f"T{rng.randrange(99)}"}
+    return {}
+
+
+def random_events(rng: random.Random, n_orders: int) -> list[Event]:
+    """Distinct events of ``n_orders`` orders over three days; some orders have two OrderPlaced."""
+    events: list[Event] = []
+    for i in range(n_orders):
+        order_id = f"o-{i:04d}"
+        types = ["OrderPlaced", *rng.choices(EVENT_TYPES, k=rng.randint(0, 8))]
+        if rng.random() < 0.2:
+            types.remove("OrderPlaced")  # never placed, as far as we know
+        for n, event_type in enumerate(types):
+            events.append(
+                Event(
+                    event_id=f"{order_id}-{n}",
+                    event_type=event_type,
+                    order_id=order_id,
+                    occurred_at=T0 + timedelta(minutes=rng.randrange(3 * 24 * 60)),
+                    payload={"order_id": order_id, **random_payload(rng, event_type)},
+                )
+            )
+    return events
+
+
+def deliver(rng: random.Random, events: Sequence[Event], duplicates: int) -> list[Positioned]:
+    """A shuffled delivery with ``duplicates`` extra copies, at increasing offsets per partition."""
+    stream = list(events) + rng.choices(events, k=duplicates)
+    rng.shuffle(stream)
+    offsets: dict[tuple[str, int], int] = {}
+    out = []
+    for event in stream:
+        tp = (TOPIC_OF[event.event_type], sum(map(ord, event.order_id)) % 3)
+        offsets[tp] = offsets.get(tp, -1) + 1
+        out.append(Positioned(event, tp[0], tp[1], offsets[tp]))
+    return out
+
+
+def split(rng: random.Random, stream: Sequence[Positioned], batches: int) -> list[list[Positioned]]:
+    cuts = sorted(rng.sample(range(1, len(stream)), batches - 1)) if batches > 1 else []
+    return [list(stream[a:b]) for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+
+async def apply(
+    conn: asyncpg.Connection,
+    batch: Sequence[Positioned],
+    physical: Mapping[str, str] = LOGICAL,
+    projections: Sequence[Projection] | None = None,
+) -> set[str]:
+    """One engine-like transaction; by default with fresh projections (an empty row cache)."""
+    changed: set[str] = set()
+    async with conn.transaction():
+        for projection in projections or (OrdersProjection(), TimelineProjection()):
+            changed |= await projection.apply(conn, batch, physical)
+    return changed
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seed", "cache_rows"),
+    [(1, 50_000), (2, 50_000), (3, 0), (4, 7)],
+    ids=["cached-1", "cached-2", "uncached", "mostly-evicted"],
+)
+async def test_random_batches_match_the_fold(conn: asyncpg.Connection, seed: int, cache_rows: int) -> None:
+    rng = random.Random(seed)
+    await create_tables(conn)
+    projections = (OrdersProjection(cache_rows), TimelineProjection())
+    events = random_events(rng, 150)
+    stream = deliver(rng, events, duplicates=len(events) // 3)
+    for batch in split(rng, stream, batches=rng.randint(2, 12)):
+        await apply(conn, batch, projections=projections)
+    await assert_tables_match(conn, events)
+
+    # The same events again, in another order and other batches: nothing changes.
+    seq = await conn.fetchval("SELECT last_value FROM projector_updated_seq")
+    for batch in split(rng, deliver(rng, events, duplicates=10), batches=3):
+        assert await apply(conn, batch, projections=projections) == set()
+    await assert_tables_match(conn, events)
+    changed = await conn.fetchval(
+        "SELECT count(*) FROM order_summary WHERE updated_seq > $1", seq
+    )
+    assert changed == 0
+
+
+async def test_shadow_tables_under_other_names(conn: asyncpg.Connection) -> None:
+    physical = {t: f"{t}__rebuild_{'x' * 40}" for t in LOGICAL}  # long: hashed index names
+    await create_tables(conn, physical)
+    await create_tables(conn, physical)  # idempotent
+    indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
+    assert len(indexes) == 5 + 2 + 3 + 1 + 2  # the 5 keys and the 8 secondary indexes
+    rng = random.Random(7)
+    events = random_events(rng, 40)
+    for batch in split(rng, deliver(rng, events, duplicates=20), batches=4):
+        await apply(conn, batch, physical)
+    await assert_tables_match(conn, events, physical)
+
+
+async def test_money_is_exact(conn: asyncpg.Connection) -> None:
+    await create_tables(conn)
+    events = [
+        placed("a1", "a", T0, "c", "s", 1, D("0.1"), D("0.1")),
+        Event("a2", "PaymentSucceeded", "a", T0, {"amount": None}),
+        placed("b1", "b", T0, "c", "s", 1, D("0.2"), D("0.2")),
+        Event("b2", "PaymentSucceeded", "b", T0, {"amount": D("0.2")}),
+    ]
+    for event in events:  # one batch each: the sums happen in SQL
+        await apply(conn, [Positioned(event, "t", 0, 0)])
+    assert await conn.fetchval("SELECT total_spent::text FROM customer_summary") == "0.3"
+    assert await conn.fetchval("SELECT revenue::text FROM product_sales") == "0.3"
+    assert await conn.fetchval("SELECT revenue::text FROM daily_sales") == "0.3"
+    await assert_tables_match(conn, events)
+
+
+async def test_an_earlier_order_placed_moves_the_aggregates(conn: asyncpg.Connection) -> None:
+    await create_tables(conn)
+    late = placed("e-late", "o", T0 + timedelta(days=1), "c-late", "old", 1, D("1"), D("1"))
+    early = placed("e-early", "o", T0, "c-early", "new", 2, D("3"), D("6"))
+    other = placed("p-1", "p", T0 + timedelta(days=2), "c-early", "new", 1, D("3"), D("3"))
+    paid = Event("e-paid", "PaymentSucceeded", "o", T0 + timedelta(days=1, hours=1), {"amount": None})
+    for event in (other, late, paid, early):
+        await apply(conn, [Positioned(event, "t", 0, 0)])
+    customers, products, days = await stored_totals(conn)
+    assert set(customers) == {"c-early"}  # c-late has no order left: its row is gone
+    assert customers["c-early"][0] == 2
+    assert customers["c-early"][4:] == (T0, T0 + timedelta(days=2))
+    assert set(products) == {"new"}
+    assert set(days) == {T0.date(), (T0 + timedelta(days=2)).date()}
+    await assert_tables_match(conn, [other, late, paid, early])
+
+
+async def test_apply_returns_the_tables_it_changed(conn: asyncpg.Connection) -> None:
+    await create_tables(conn)
+    first = placed("x1", "x", T0, "c", "s", 1, None, D("5"))
+    reserved = Event("x2", "InventoryReserved", "x", T0, {})
+    orders, timeline = OrdersProjection(), TimelineProjection()
+    async with conn.transaction():
+        assert await orders.apply(conn, [Positioned(first, "t", 0, 0)], LOGICAL) == {
+            "order_summary", "customer_summary", "product_sales", "daily_sales"}
+        assert await orders.apply(conn, [Positioned(reserved, "t", 0, 1)], LOGICAL) == {"order_summary"}
+        assert await orders.apply(conn, [Positioned(reserved, "t", 0, 1)], LOGICAL) == set()
+        assert await timeline.apply(conn, [Positioned(reserved, "t", 0, 1)], LOGICAL) == {"order_timeline"}
+        assert await timeline.apply(conn, [Positioned(reserved, "u", 1, 9)] * 2, LOGICAL) == set()
+        assert await orders.apply(conn, [], LOGICAL) == set()
+    row = await conn.fetchrow('SELECT topic, "partition", "offset" FROM order_timeline')
+    assert tuple(row.values()) == ("t", 0, 1)  # the first position applied stays
+
+
+async def test_concurrent_instances_creating_the_same_order(pg_dsn: str, conn: asyncpg.Connection) -> None:
+    """Two transactions both see no row for a new order; neither may lose the other's events."""
+    await create_tables(conn)
+    events = [
+        placed("n1", "new", T0, "c", "s", 1, D("2"), D("2")),
+        Event("n2", "PaymentSucceeded", "new", T0 + timedelta(minutes=1), {"amount": None}),
+        Event("n3", "PaymentRefunded", "new", T0 + timedelta(minutes=2), {"amount": D("0.5")}),
+    ]
+    other = await asyncpg.connect(pg_dsn)
+    try:
+        first = conn.transaction()
+        await first.start()
+        await OrdersProjection().apply(conn, [Positioned(events[0], "t", 0, 0)], LOGICAL)
+
+        async def second() -> set[str]:
+            async with other.transaction():
+                return await OrdersProjection().apply(
+                    other, [Positioned(e, "t", 1, i) for i, e in enumerate(events[1:])], LOGICAL
+                )
+
+        task = asyncio.create_task(second())
+        await asyncio.sleep(0.5)  # it loads nothing, then waits on our uncommitted insert
+        assert not task.done()
+        await first.commit()
+        assert "order_summary" in await asyncio.wait_for(task, 10)
+    finally:
+        await other.close()
+    expected = fold_everything(events)
+    stored = await stored_orders(conn)
+    assert stored == {"new": expected_order(expected["new"])}
+    assert await stored_totals(conn) == expected_totals(expected)
+
+
+async def test_cached_rows_are_used_only_while_the_table_still_has_them(conn: asyncpg.Connection) -> None:
+    await create_tables(conn)
+    orders = OrdersProjection()
+    first = placed("k1", "k", T0, "c", "s", 1, D("1"), D("1"))
+    await apply(conn, [Positioned(first, "t", 0, 0)], projections=[orders])
+    assert len(orders.cache) == 1
+    # Another writer (or a rolled-back transaction of ours) makes the copy stale.
+    await conn.execute("UPDATE order_summary SET event_ids = '{k0}' WHERE order_id = 'k'")
+    async with conn.transaction():
+        loaded = await order_summary.load(conn, "order_summary", ["k"], orders.cache)
+    assert loaded["k"].event_ids == ("k0",)  # decoded from the table, not the cache
+    rolled_back = conn.transaction()
+    await rolled_back.start()
+    await orders.apply(conn, [Positioned(Event("k2", "OrderDelivered", "k", T0, {}), "t", 0, 1)], LOGICAL)
+    await rolled_back.rollback()
+    async with conn.transaction():
+        loaded = await order_summary.load(conn, "order_summary", ["k"], orders.cache)
+    assert loaded["k"].event_ids == ("k0",)
+
+
+async def test_event_ids_that_need_quoting(conn: asyncpg.Connection) -> None:
+    await create_tables(conn)
+    ids = ['a,b', 'q"uote', "back\\slash", "{brace}", " space ", "NULL", "é"]
+    events = [placed(ids[0], "w", T0, "c", "s", 1, D("1"), D("1"))] + [
+        Event(i, "InventoryReserved", "w", T0 + timedelta(minutes=n), {}) for n, i in enumerate(ids[1:])
+    ]
+    for event in events:
+        await apply(conn, [Positioned(event, "t", 0, 0)], projections=[OrdersProjection(0)])
+    stored = await conn.fetchval("SELECT event_ids FROM order_summary")
+    assert stored == sorted(ids)
+    await apply(conn, [Positioned(e, "t", 0, 0) for e in events])
+    await assert_tables_match(conn, events)
+
+
+def test_row_cache_evicts_the_least_recently_written() -> None:
+    cache: RowCache[str] = RowCache(2)
+    cache.put("t", "a", "fa", "A")
+    cache.put("t", "b", "fb", "B")
+    cache.put("t", "a", "fa2", "A2")  # rewritten: now the most recent
+    cache.put("t", "c", "fc", "C")
+    assert cache.lookup("t", ["a", "b", "c"]) == {"a": ("fa2", "A2"), "c": ("fc", "C")}
+    assert cache.lookup("other", ["a"]) == {}
+    disabled: RowCache[str] = RowCache(0)
+    disabled.put("t", "a", "f", "A")
+    assert len(disabled) == 0
