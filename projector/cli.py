@@ -16,7 +16,8 @@ from projector import __version__, logs
 from projector.errors import ProjectorError
 from projector.settings import Settings
 
-COMMANDS = ("dev", "run", "serve", "migrate", "rebuild", "status", "simulate", "dlq")
+COMMANDS = ("dev", "run", "serve", "migrate", "rebuild", "status", "simulate", "dlq", "pause",
+            "resume")
 
 
 def _load(name: str) -> ModuleType:

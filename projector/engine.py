@@ -13,6 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -89,6 +90,10 @@ class Engine:
         self.batches_committed = 0
         self.unknown_skipped = 0
         self.fenced = 0
+        self.paused: set[str] = set()
+        self.applied_by: dict[str, int] = {p.name: 0 for p in self.projections}
+        self.last_event_at: dict[str, datetime] = {}
+        self.ready_lag = 1000
         # Recent batch commits (seconds, events): bounded, for status and benchmarks.
         self.commit_log: deque[tuple[float, int]] = deque(maxlen=10_000)
         self._last_kafka_commit = 0.0
@@ -122,7 +127,13 @@ class Engine:
                 await self._assign_all(consumer)
             else:
                 consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
-            await self._consume_routine(consumer, stopping)
+            status = asyncio.create_task(self._status_routine(consumer, stopping))
+            try:
+                await self._consume_routine(consumer, stopping)
+            finally:
+                status.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await status
         finally:
             # Shutdown, in order: 1. stop fetching (the loop has returned);
             # 2. the batch in flight was committed or abandoned by the loop;
@@ -274,7 +285,8 @@ class Engine:
     async def _process(self, consumer: AIOKafkaConsumer, records: Mapping[TP, Sequence[Any]],
                        stopping: asyncio.Event) -> None:
         decoded = decode_records(records, self.decode)
-        work = plan_work(self.projections, self.positions, decoded)
+        active = [p for p in self.projections if p.name not in self.paused]
+        work = plan_work(active, self.positions, decoded)
         if not work:
             return
         backoff = Backoff()
@@ -302,8 +314,14 @@ class Engine:
         self.commit_log.append((time.perf_counter() - started,
                                 sum(len(r) for r in records.values())))
         for w in work:
+            name = w.projection.name
             for tp, part in w.partitions.items():
-                self.positions[w.projection.name][tp] = part.next_offset
+                self.positions[name][tp] = part.next_offset
+                self.applied_by[name] += len(part.events)
+                if part.events:
+                    newest = max(e.event.occurred_at for e in part.events)
+                    if name not in self.last_event_at or newest > self.last_event_at[name]:
+                        self.last_event_at[name] = newest
         self.events_applied += applied
         self.batches_committed += 1
 
@@ -391,6 +409,86 @@ class Engine:
         if offsets:
             with contextlib.suppress(KafkaError):
                 await consumer.commit(offsets)
+
+    # -- status ----------------------------------------------------------------
+
+    async def _status_routine(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event,
+                              interval_s: float = 1.0) -> None:
+        """Every second: pick up pause/resume, publish state, log ends and rates."""
+        last = {n: (time.monotonic(), c) for n, c in self.applied_by.items()}
+        while not stopping.is_set():
+            try:
+                await self._sync_status(consumer, last)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("publishing status failed (%s); will retry", exc)
+            await asyncio.sleep(interval_s)
+
+    async def _sync_status(self, consumer: AIOKafkaConsumer,
+                           last: dict[str, tuple[float, int]]) -> None:
+        names = [p.name for p in self.projections]
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT name, paused FROM projections WHERE name = ANY($1)",
+                                    names)
+            paused = {r["name"] for r in rows if r["paused"]}
+            resumed = self.paused - paused
+            if paused != self.paused:
+                async with self._batch_lock:
+                    self.paused = paused
+                    if resumed:
+                        log.info("resumed %s: catching up from its checkpoints",
+                                 ", ".join(sorted(resumed)))
+                        await self._reseek(consumer, list(self.positions[next(iter(resumed))]))
+                if paused - resumed:
+                    log.info("paused: %s", ", ".join(sorted(paused)))
+            lag = self.lag_by_projection()
+            now = time.monotonic()
+            states, rates, newest = [], [], []
+            for name in names:
+                t0, c0 = last[name]
+                rate = (self.applied_by[name] - c0) / max(1e-6, now - t0)
+                last[name] = (now, self.applied_by[name])
+                rates.append(rate)
+                newest.append(self.last_event_at.get(name))
+                states.append(self.state_of(name, lag.get(name, 0)))
+            await conn.execute(
+                "UPDATE projections p SET state = u.state, events_per_second = u.eps,"
+                " last_event_at = greatest(p.last_event_at, u.newest), heartbeat_at = now()"
+                " FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])"
+                " AS u(name, state, eps, newest) WHERE p.name = u.name",
+                names, states, rates, newest)
+            ends = [(tp.topic, tp.partition, consumer.highwater(tp))
+                    for tp in consumer.assignment() if consumer.highwater(tp) is not None]
+            if ends:
+                await conn.execute(
+                    "INSERT INTO partition_status (topic, partition, end_offset, owner)"
+                    " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[])"
+                    " ON CONFLICT (topic, partition) DO UPDATE SET end_offset ="
+                    " excluded.end_offset, owner = excluded.owner, updated_at = now()",
+                    [e[0] for e in ends], [e[1] for e in ends], [e[2] for e in ends],
+                    [self.client_id] * len(ends))
+
+    def state_of(self, name: str, lag: int) -> str:
+        if name in self.paused:
+            return "PAUSED"
+        if self.refused:
+            return "FAILED"
+        return "CATCHING_UP" if lag > self.ready_lag else "LIVE"
+
+    def lag_by_projection(self) -> dict[str, int]:
+        """Events behind the fetch high watermarks, summed per projection."""
+        consumer = self._consumer
+        out = {name: 0 for name in self.positions}
+        if consumer is None:
+            return out
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            for name, pos in self.positions.items():
+                out[name] += max(0, hw - max(0, pos.get((tp.topic, tp.partition), 0)))
+        return out
 
     def lag(self) -> dict[TP, int]:
         """Events behind the fetch high watermark, per assigned partition."""

@@ -17,6 +17,7 @@ from enginekit import migrated_pool, running, send, settings_for, simulate, vali
 from readmodels import assert_tables_match
 
 from projector.checkpoints import FROM_LOG_START
+from projector.commands._control import set_paused
 from projector.embedded import EmbeddedPostgres
 from projector.engine import NOTIFY_CHANNEL, Engine
 from projector.events import RejectReason
@@ -238,3 +239,43 @@ async def test_checkpoints_outside_the_log_are_refused(
     finally:
         with contextlib.suppress(Exception):
             await pool.close()
+
+
+async def test_pause_one_projection_then_resume_catches_up(
+    pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
+) -> None:
+    first = simulate(topics, orders=300, seed=41)
+    second = simulate(topics, orders=300, seed=42)
+    await send(first, kafka_bootstrap)
+    pool = await migrated_pool(pg_dsn)
+    settings = settings_for(pg_dsn, kafka_bootstrap, topics, batch_max_events=500)
+    try:
+        engine = Engine(settings, pool, ALL, group_id=None)
+        async with running(engine):
+            await wait_caught_up(engine, PARTITIONS)
+            await set_paused(settings, ["orders"], paused=True)
+            while "orders" not in engine.paused:
+                await asyncio.sleep(0.05)
+            frozen = dict(engine.positions["orders"])
+            await send(second, kafka_bootstrap)
+            # The timeline goes on; orders stays where it was paused.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while engine.lag_by_projection()["timeline"] and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+            assert engine.lag_by_projection()["timeline"] == 0
+            assert engine.positions["orders"] == frozen
+            await asyncio.sleep(1.2)  # one status round
+            async with pool.acquire() as conn:
+                state = await conn.fetchval("SELECT state FROM projections WHERE name = 'orders'")
+                assert state == "PAUSED"
+                assert await conn.fetchval("SELECT count(*) FROM order_timeline") == len(
+                    {e.event_id for e in valid_events(first + second)})
+            await set_paused(settings, ["orders"], paused=False)
+            await wait_caught_up(engine, PARTITIONS)
+            while engine.lag_by_projection()["orders"]:
+                await asyncio.sleep(0.1)
+        async with pool.acquire() as conn:
+            await assert_tables_match(conn, valid_events(first + second))
+    finally:
+        await pool.close()
