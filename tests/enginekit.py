@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -12,8 +13,9 @@ from projector.contracts import decode
 from projector.db import create_pool, migrate
 from projector.engine import Engine
 from projector.events import Event
-from projector.projection import Projection
+from projector.projection import Positioned, Projection
 from projector.projections import ALL
+from projector.projections.orders import OrdersProjection
 from projector.settings import Settings
 from projector.simulator import Record, SimulationOptions, generate, publish, topic_map_for
 
@@ -76,3 +78,18 @@ async def running(engine: Engine) -> AsyncIterator[asyncio.Task[None]]:
     finally:
         stopping.set()
         await asyncio.wait_for(task, 30)
+
+
+class Exploding(OrdersProjection):
+    """The real projection, made to raise on chosen events (a projection bug)."""
+
+    def __init__(self, poison: set[str]) -> None:
+        super().__init__()
+        self.poison = poison
+
+    async def apply(self, conn: Any, batch: Sequence[Positioned],
+                    physical: Mapping[str, str]) -> set[str]:
+        bad = [p.event.event_id for p in batch if p.event.event_id in self.poison]
+        if bad:
+            raise ValueError(f"cannot project {bad}")
+        return await super().apply(conn, batch, physical)

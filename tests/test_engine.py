@@ -6,14 +6,23 @@ import asyncio
 import contextlib
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 from aiokafka import TopicPartition
-from enginekit import migrated_pool, running, send, settings_for, simulate, valid_events, wait_caught_up
+from enginekit import (
+    Exploding,
+    migrated_pool,
+    running,
+    send,
+    settings_for,
+    simulate,
+    valid_events,
+    wait_caught_up,
+)
 from readmodels import assert_tables_match
 
 from projector.checkpoints import FROM_LOG_START
@@ -21,10 +30,8 @@ from projector.commands._control import set_paused
 from projector.embedded import EmbeddedPostgres
 from projector.engine import NOTIFY_CHANNEL, Engine
 from projector.events import RejectReason
-from projector.projection import Positioned
 from projector.projections import ALL
 from projector.projections.order_timeline import TimelineProjection
-from projector.projections.orders import OrdersProjection
 
 PARTITIONS = 30  # ten topics, three partitions each
 
@@ -67,21 +74,6 @@ async def test_chaotic_stream_projects_exactly_the_fold(
         await pool.close()
 
 
-class _Exploding(OrdersProjection):
-    """The real projection, made to raise on chosen events (a projection bug)."""
-
-    def __init__(self, poison: set[str]) -> None:
-        super().__init__()
-        self.poison = poison
-
-    async def apply(self, conn: Any, batch: Sequence[Positioned],
-                    physical: Mapping[str, str]) -> set[str]:
-        bad = [p.event.event_id for p in batch if p.event.event_id in self.poison]
-        if bad:
-            raise ValueError(f"cannot project {bad}")
-        return await super().apply(conn, batch, physical)
-
-
 async def test_failing_events_are_isolated_and_dead_lettered(
     pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
 ) -> None:
@@ -89,7 +81,7 @@ async def test_failing_events_are_isolated_and_dead_lettered(
     events = valid_events(records)
     poison = {events[7].event_id, events[300].event_id, events[301].event_id}
     await send(records, kafka_bootstrap)
-    projections = (_Exploding(poison), TimelineProjection())
+    projections = (Exploding(poison), TimelineProjection())
     pool = await migrated_pool(pg_dsn, projections)
     try:
         engine = Engine(settings_for(pg_dsn, kafka_bootstrap, topics), pool, projections,
