@@ -21,12 +21,14 @@ DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], E
 
 @dataclass(slots=True)
 class Decoded:
-    """A batch after decoding: per partition, (offset, Positioned | DeadLetter | None)."""
+    """A batch after decoding: per partition, (offset, Positioned | DeadLetter | str).
 
-    by_tp: dict[TP, list[tuple[int, Positioned | DeadLetter | None]]]
+    A str is the type of an event no projection knows: skipped, and counted
+    once a projection moves past it.
+    """
+
+    by_tp: dict[TP, list[tuple[int, Positioned | DeadLetter | str]]]
     records: dict[tuple[str, int, int], Any]  # (topic, partition, offset) -> ConsumerRecord
-    unknown: int = 0
-    unknown_types: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -51,7 +53,7 @@ def decode_records(records: Mapping[TP, Sequence[Any]], decode: DecodeFn) -> Dec
     """
     out = Decoded(by_tp={}, records={})
     for (topic, partition), recs in records.items():
-        items: list[tuple[int, Positioned | DeadLetter | None]] = []
+        items: list[tuple[int, Positioned | DeadLetter | str]] = []
         for rec in recs:
             out.records[(topic, partition, rec.offset)] = rec
             headers = list(rec.headers or ())
@@ -59,10 +61,7 @@ def decode_records(records: Mapping[TP, Sequence[Any]], decode: DecodeFn) -> Dec
             if isinstance(result, Event):
                 items.append((rec.offset, Positioned(result, topic, partition, rec.offset)))
             elif result.reason is RejectReason.UNKNOWN_EVENT_TYPE:
-                out.unknown += 1
-                name = result.event_type or "?"
-                out.unknown_types[name] = out.unknown_types.get(name, 0) + 1
-                items.append((rec.offset, None))
+                items.append((rec.offset, result.event_type or "?"))
             else:
                 items.append((rec.offset, DeadLetter(
                     ALL_PROJECTIONS, topic, partition, rec.offset, rec.key, rec.value, headers,
@@ -72,9 +71,14 @@ def decode_records(records: Mapping[TP, Sequence[Any]], decode: DecodeFn) -> Dec
 
 
 def plan_work(projections: Sequence[Projection], positions: Mapping[str, Mapping[TP, int]],
-              decoded: Decoded) -> list[ProjectionWork]:
-    """Per projection, the records at or above its checkpoint, per partition."""
+              decoded: Decoded) -> tuple[list[ProjectionWork], dict[str, int]]:
+    """Per projection, the records at or above its checkpoint, per partition.
+
+    Also returns the unknown event types passed over for the first time
+    (a record re-fetched after a seek is not counted again).
+    """
     work: list[ProjectionWork] = []
+    unknown: dict[TP, dict[int, str]] = {}
     for p in projections:
         pos = positions.get(p.name, {})
         parts: dict[TP, PartitionWork] = {}
@@ -87,12 +91,18 @@ def plan_work(projections: Sequence[Projection], positions: Mapping[str, Mapping
             if not mine:
                 continue
             pw = PartitionWork(expected, mine[-1][0] + 1)
-            for _, x in mine:
+            for offset, x in mine:
                 if isinstance(x, Positioned):
                     pw.events.append(x)
                 elif isinstance(x, DeadLetter):
                     pw.rejected.append(x)
+                else:
+                    unknown.setdefault(tp, {})[offset] = x
             parts[tp] = pw
         if parts:
             work.append(ProjectionWork(p, parts))
-    return work
+    types: dict[str, int] = {}
+    for per_offset in unknown.values():
+        for name in per_offset.values():
+            types[name] = types.get(name, 0) + 1
+    return work, types

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from projector.db import create_pool, migrate, redact_url, reset_read_models
-from projector.embedded import ChildProcess, EmbeddedBroker, EmbeddedPostgres
+from projector.embedded import ChildProcess, EmbeddedBroker, EmbeddedPostgres, free_port
 from projector.errors import EmbeddedServerError
 from projector.settings import Settings
 from projector.topics import ensure_topics
@@ -43,7 +43,9 @@ class DevStack:
 
     def start(self) -> Settings:
         """Start what is missing; return settings that point at everything."""
-        settings = self.settings
+        # Another process may hold the default metrics port: take a free one.
+        settings = self.settings.with_(
+            metrics_port=free_port(self.settings.metrics_port, self.settings.metrics_host))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             if not settings.database_url:
@@ -92,7 +94,9 @@ def banner(settings: Settings, stack: DevStack, reset: bool, demo: bool) -> str:
         "  projector dev is running",
         "",
         f"  GraphQL API   {url}   (GraphiQL: open it in a browser)",
-        f"  Health        http://{settings.api_host}:{settings.api_port}/healthz",
+        f"  Health        http://{settings.api_host}:{settings.api_port}/healthz   (API)",
+        f"  Metrics       http://{settings.metrics_host}:{settings.metrics_port}/metrics   "
+        "(projector; also /healthz, /readyz)",
         f"  PostgreSQL    {redact_url(settings.database_url or '')}   ({pg})",
         f"  Kafka         {settings.kafka_bootstrap_servers}   ({kafka})",
         f"  Topics        {len(settings.topics)} order topics, e.g. {settings.topics[0]}",

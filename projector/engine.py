@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -28,6 +28,7 @@ from projector.checkpoints import FROM_LOG_START, TP
 from projector.db import is_transient, physical_tables
 from projector.errors import FencedError, LogTruncatedError
 from projector.events import Event, Rejection, RejectReason
+from projector.metrics import EngineMetrics
 from projector.projection import Positioned, Projection
 from projector.retry import Backoff
 from projector.settings import Settings
@@ -69,7 +70,7 @@ class Engine:
     def __init__(self, settings: Settings, pool: asyncpg.Pool,
                  projections: Sequence[Projection], *, topics: Sequence[str] | None = None,
                  group_id: str | None = "", decode: DecodeFn | None = None,
-                 client_id: str = "projector") -> None:
+                 client_id: str = "projector", metrics: EngineMetrics | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.projections = tuple(projections)
@@ -80,6 +81,7 @@ class Engine:
             decode = default_decode
         self.decode = decode
         self.client_id = client_id
+        self.metrics = metrics
         self._batch_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._physical: dict[str, dict[str, str]] = {}
@@ -93,7 +95,7 @@ class Engine:
         self.paused: set[str] = set()
         self.applied_by: dict[str, int] = {p.name: 0 for p in self.projections}
         self.last_event_at: dict[str, datetime] = {}
-        self.ready_lag = 1000
+        self.ready_lag = settings.ready_lag
         # Recent batch commits (seconds, events): bounded, for status and benchmarks.
         self.commit_log: deque[tuple[float, int]] = deque(maxlen=10_000)
         self._last_kafka_commit = 0.0
@@ -286,16 +288,18 @@ class Engine:
                        stopping: asyncio.Event) -> None:
         decoded = decode_records(records, self.decode)
         active = [p for p in self.projections if p.name not in self.paused]
-        work = plan_work(active, self.positions, decoded)
+        work, unknown = plan_work(active, self.positions, decoded)
         if not work:
             return
         backoff = Backoff()
         while True:
             started = time.perf_counter()
             try:
-                applied = await self._commit(work, decoded)
+                applied, letters = await self._commit(work, decoded, unknown)
             except FencedError as exc:
                 self.fenced += 1
+                if self.metrics:
+                    self.metrics.fenced.inc()
                 log.warning("%s", exc)
                 await self._reseek(consumer, list(records))
                 return
@@ -311,8 +315,11 @@ class Engine:
                 await asyncio.sleep(delay)
                 continue
             break
-        self.commit_log.append((time.perf_counter() - started,
-                                sum(len(r) for r in records.values())))
+        elapsed = time.perf_counter() - started
+        n_records = sum(len(r) for r in records.values())
+        self.commit_log.append((elapsed, n_records))
+        if self.metrics:
+            self._observe(work, decoded, letters, unknown, n_records, elapsed)
         for w in work:
             name = w.projection.name
             for tp, part in w.partitions.items():
@@ -325,7 +332,24 @@ class Engine:
         self.events_applied += applied
         self.batches_committed += 1
 
-    async def _commit(self, work: Sequence[ProjectionWork], decoded: Decoded) -> int:
+    def _observe(self, work: Sequence[ProjectionWork], decoded: Decoded,
+                 letters: list[tuple[str, str]], unknown: Mapping[str, int], records: int,
+                 elapsed: float) -> None:
+        assert self.metrics is not None
+        applied: dict[tuple[str, str], int] = {}
+        times: list[datetime] = []
+        for w in work:
+            for part in w.partitions.values():
+                for pe in part.events:
+                    key = (w.projection.name, pe.event.event_type)
+                    applied[key] = applied.get(key, 0) + 1
+        for items in decoded.by_tp.values():
+            times += [x.event.occurred_at for _, x in items if isinstance(x, Positioned)]
+        self.metrics.batch_committed(records, elapsed, applied, letters, unknown,
+                                     times, datetime.now(UTC))
+
+    async def _commit(self, work: Sequence[ProjectionWork], decoded: Decoded,
+                      unknown: Mapping[str, int]) -> tuple[int, list[tuple[str, str]]]:
         letters: dict[tuple[str, str, int, int], dead_letters.DeadLetter] = {}
         applied = 0
         async with self.pool.acquire() as conn, conn.transaction():
@@ -358,8 +382,8 @@ class Engine:
                 seq = await conn.fetchval("SELECT currval('projector_updated_seq')")
                 payload = orjson.dumps({"tables": sorted(changed), "seq": seq}).decode()
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
-        self.unknown_skipped += decoded.unknown
-        return applied
+        self.unknown_skipped += sum(unknown.values())
+        return applied, [(k[0], d.reason) for k, d in letters.items()]
 
     async def _apply_isolating(
         self, conn: asyncpg.Connection, projection: Projection, events: Sequence[Positioned]
@@ -452,6 +476,8 @@ class Engine:
                 rates.append(rate)
                 newest.append(self.last_event_at.get(name))
                 states.append(self.state_of(name, lag.get(name, 0)))
+            if self.metrics:
+                self._observe_positions(consumer, dict(zip(names, states, strict=True)))
             await conn.execute(
                 "UPDATE projections p SET state = u.state, events_per_second = u.eps,"
                 " last_event_at = greatest(p.last_event_at, u.newest), heartbeat_at = now()"
@@ -468,6 +494,27 @@ class Engine:
                     " excluded.end_offset, owner = excluded.owner, updated_at = now()",
                     [e[0] for e in ends], [e[1] for e in ends], [e[2] for e in ends],
                     [self.client_id] * len(ends))
+
+    def _observe_positions(self, consumer: AIOKafkaConsumer, states: Mapping[str, str]) -> None:
+        assert self.metrics is not None
+        lag: dict[tuple[str, str, int], int] = {}
+        cps: dict[tuple[str, str, int], int] = {}
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            for name, pos in self.positions.items():
+                cp = max(0, pos.get((tp.topic, tp.partition), 0))
+                cps[(name, tp.topic, tp.partition)] = cp
+                if hw is not None:
+                    lag[(name, tp.topic, tp.partition)] = max(0, hw - cp)
+        self.metrics.positions(lag, cps)
+        self.metrics.states(states, len(self.refused))
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Caught up within ``ready_lag`` events, nothing refused, partitions known."""
+        lag = self.lag_by_projection()
+        ok = (self.ready.is_set() and not self.refused
+              and all(v <= self.ready_lag for n, v in lag.items() if n not in self.paused))
+        return ok, {"lag": lag, "refused": len(self.refused), "ready_lag": self.ready_lag}
 
     def state_of(self, name: str, lag: int) -> str:
         if name in self.paused:

@@ -99,6 +99,9 @@ _ENV: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "PROJECTOR_SESSION_TIMEOUT_MS", _parse_int(1000, 600_000), "milliseconds 1000..600000"),
     "auto_rebuild": ("PROJECTOR_AUTO_REBUILD", _parse_bool, "true or false"),
     "api_auth": ("API_AUTH", _parse_choice("none", "jwt"), "none or jwt"),
+    "metrics_host": ("PROJECTOR_METRICS_HOST", str.strip, "a listen address"),
+    "metrics_port": ("PROJECTOR_METRICS_PORT", _parse_int(0, 65535), "a port 0..65535 (0: any free port)"),
+    "ready_lag": ("PROJECTOR_READY_LAG", _parse_int(0, 10**12), "a number of events >= 0"),
 }
 
 
@@ -125,6 +128,9 @@ class Settings:
     session_timeout_ms: int = 10_000
     auto_rebuild: bool = True
     api_auth: str = "none"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    ready_lag: int = 1000
     data_dir: str = ".projector"
     extra: Mapping[str, str] = field(default_factory=dict)
 

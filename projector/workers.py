@@ -7,9 +7,13 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
+from prometheus_client import REGISTRY
 
 from projector.db import create_pool, is_transient, migrate
 from projector.engine import Engine
+from projector.errors import ConfigError
+from projector.health import HealthServer
+from projector.metrics import EngineMetrics
 from projector.projection import Projection
 from projector.retry import Backoff
 from projector.settings import Settings
@@ -47,9 +51,22 @@ async def run_workers(settings: Settings, stopping: asyncio.Event,
         if apply_migrations:
             async with pool.acquire() as conn:
                 await migrate(conn, projections)
-        engine = Engine(settings, pool, projections)
+        metrics = EngineMetrics(REGISTRY)
+        engine = Engine(settings, pool, projections, metrics=metrics)
         if engine_ready is not None:
             engine.ready = engine_ready
-        await engine.run(stopping)
+        health = HealthServer(settings.metrics_host, settings.metrics_port, REGISTRY,
+                              engine.readiness)
+        try:
+            await health.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.metrics_host}:{settings.metrics_port} for metrics "
+                f"({exc.strerror}); set PROJECTOR_METRICS_PORT to a free port, or 0 for any"
+            ) from exc
+        try:
+            await engine.run(stopping)
+        finally:
+            await health.stop()
     finally:
         await pool.close()

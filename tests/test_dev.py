@@ -40,6 +40,7 @@ def test_dev_serves_graphiql_and_sigint_stops_every_child(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     env["API_PORT"] = str(port)
+    env["PROJECTOR_METRICS_PORT"] = str(free_port())
     log_path = tmp_path / "dev.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -31,7 +31,7 @@ def _env(pg_dsn: str, kafka_bootstrap: str, topics: Sequence[str], group: str) -
     env.update(DATABASE_URL=pg_dsn, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
                PROJECTOR_TOPICS=",".join(topics), PROJECTOR_GROUP_ID=group,
                PROJECTOR_SESSION_TIMEOUT_MS="6000", PROJECTOR_BATCH_MAX_EVENTS="2000",
-               LOG_LEVEL="INFO")
+               LOG_LEVEL="INFO", PROJECTOR_METRICS_PORT="0")
     return env
 
 
