@@ -41,6 +41,14 @@ _KAFKA_COMMIT_INTERVAL_S = 5.0
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
 
 
+def event_context(pe: Positioned, projection: str) -> dict[str, object]:
+    """The fields every log line about an event carries (JSON logs show them)."""
+    e = pe.event
+    return {"event_id": e.event_id, "order_id": e.order_id, "correlation_id": e.correlation_id,
+            "topic": pe.topic, "partition": pe.partition, "offset": pe.offset,
+            "projection": projection}
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -362,7 +370,7 @@ class Engine:
                 for pe, exc in failed:
                     log.error("projection %s failed on event %s (%s[%d]@%d): %r; dead-lettered",
                               w.projection.name, pe.event.event_id, pe.topic, pe.partition,
-                              pe.offset, exc)
+                              pe.offset, exc, extra=event_context(pe, w.projection.name))
                     rec = decoded.records[(pe.topic, pe.partition, pe.offset)]
                     letters[(w.projection.name, pe.topic, pe.partition, pe.offset)] = (
                         dead_letters.DeadLetter(
@@ -373,7 +381,13 @@ class Engine:
                 for part in w.partitions.values():
                     for r in part.rejected:
                         key = (dead_letters.ALL_PROJECTIONS, r.topic, r.partition, r.offset)
-                        letters.setdefault(key, r)
+                        if key not in letters:
+                            letters[key] = r
+                            log.debug("rejected %s[%d]@%d: %s: %s; dead-lettered", r.topic,
+                                      r.partition, r.offset, r.reason, r.error[:200],
+                                      extra={"topic": r.topic, "partition": r.partition,
+                                             "offset": r.offset, "event_id": r.event_id,
+                                             "reason": r.reason})
                 await checkpoints.advance(conn, w.projection.name,
                                           {tp: (p.expected, p.next_offset)
                                            for tp, p in w.partitions.items()})

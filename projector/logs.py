@@ -10,7 +10,7 @@ import orjson
 
 # Record attributes that carry event context; set with `extra=` by the engine.
 CONTEXT_FIELDS = ("event_id", "order_id", "correlation_id", "topic", "partition", "offset",
-                  "projection")
+                  "projection", "reason")
 
 
 class JsonFormatter(logging.Formatter):
