@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -39,6 +40,12 @@ NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
 
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
+
+
+def live_lock_key(projection: str) -> int:
+    """The advisory lock key guarding a projection's live writes (signed 64-bit)."""
+    digest = hashlib.blake2b(f"projector-live:{projection}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def event_context(pe: Positioned, projection: str) -> dict[str, object]:
@@ -78,7 +85,9 @@ class Engine:
     def __init__(self, settings: Settings, pool: asyncpg.Pool,
                  projections: Sequence[Projection], *, topics: Sequence[str] | None = None,
                  group_id: str | None = "", decode: DecodeFn | None = None,
-                 client_id: str = "projector", metrics: EngineMetrics | None = None) -> None:
+                 client_id: str = "projector", metrics: EngineMetrics | None = None,
+                 physical: Mapping[str, Mapping[str, str]] | None = None,
+                 shadow: bool = False) -> None:
         self.settings = settings
         self.pool = pool
         self.projections = tuple(projections)
@@ -90,6 +99,10 @@ class Engine:
         self.decode = decode
         self.client_id = client_id
         self.metrics = metrics
+        # A shadow engine (a rebuild) writes tables nobody reads yet: it sends
+        # no change notifications, publishes no status and takes no live locks.
+        self.shadow = shadow
+        self._physical_override = {k: dict(v) for k, v in (physical or {}).items()}
         self._batch_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._physical: dict[str, dict[str, str]] = {}
@@ -137,7 +150,8 @@ class Engine:
                 await self._assign_all(consumer)
             else:
                 consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
-            status = asyncio.create_task(self._status_routine(consumer, stopping))
+            status = asyncio.create_task(self._status_routine(consumer, stopping)
+                                         if not self.shadow else stopping.wait())
             try:
                 await self._consume_routine(consumer, stopping)
             finally:
@@ -157,6 +171,9 @@ class Engine:
     async def _load_physical(self) -> None:
         async with self.pool.acquire() as conn:
             for p in self.projections:
+                if p.name in self._physical_override:
+                    self._physical[p.name] = self._physical_override[p.name]
+                    continue
                 names = await physical_tables(conn, p.name)
                 self._physical[p.name] = {t: names.get(t, t) for t in p.tables}
 
@@ -361,6 +378,12 @@ class Engine:
         letters: dict[tuple[str, str, int, int], dead_letters.DeadLetter] = {}
         applied = 0
         async with self.pool.acquire() as conn, conn.transaction():
+            if not self.shadow:
+                # Shared with every other live batch; a rebuild's cut-over takes
+                # it exclusively to hold live writes while it swaps tables.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) k",
+                    [live_lock_key(w.projection.name) for w in work])
             changed: set[str] = set()
             for w in work:
                 events = [e for part in w.partitions.values() for e in part.events]
@@ -392,7 +415,7 @@ class Engine:
                                           {tp: (p.expected, p.next_offset)
                                            for tp, p in w.partitions.items()})
             await dead_letters.write(conn, list(letters.values()))
-            if changed:
+            if changed and not self.shadow:
                 seq = await conn.fetchval("SELECT currval('projector_updated_seq')")
                 payload = orjson.dumps({"tables": sorted(changed), "seq": seq}).decode()
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
@@ -550,6 +573,13 @@ class Engine:
             for name, pos in self.positions.items():
                 out[name] += max(0, hw - max(0, pos.get((tp.topic, tp.partition), 0)))
         return out
+
+    def log_ends(self) -> dict[TP, int | None]:
+        """The fetch high watermark of every assigned partition (None: not fetched yet)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        return {(tp.topic, tp.partition): consumer.highwater(tp) for tp in consumer.assignment()}
 
     def lag(self) -> dict[TP, int]:
         """Events behind the fetch high watermark, per assigned partition."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -38,13 +39,18 @@ async def connect_with_retry(url: str, stopping: asyncio.Event, **kwargs: object
 
 async def run_workers(settings: Settings, stopping: asyncio.Event,
                       projections: Sequence[Projection] | None = None,
-                      apply_migrations: bool = True, engine_ready: asyncio.Event | None = None) -> None:
-    """Run the engine until ``stopping`` is set."""
+                      apply_migrations: bool = True) -> None:
+    """Run the engine until ``stopping`` is set.
+
+    A projection whose code version differs from its tables' version is
+    rebuilt blue/green first (unless PROJECTOR_AUTO_REBUILD=false); meanwhile
+    its old tables keep serving, and the other projections run live.
+    """
     if projections is None:
         from projector.projections import ALL
 
         projections = ALL
-    pool = await connect_with_retry(settings.require_database(), stopping, min_size=1, max_size=4)
+    pool = await connect_with_retry(settings.require_database(), stopping, min_size=1, max_size=6)
     if pool is None:
         return
     try:
@@ -52,11 +58,9 @@ async def run_workers(settings: Settings, stopping: asyncio.Event,
             async with pool.acquire() as conn:
                 await migrate(conn, projections)
         metrics = EngineMetrics(REGISTRY)
-        engine = Engine(settings, pool, projections, metrics=metrics)
-        if engine_ready is not None:
-            engine.ready = engine_ready
+        current: list[Engine] = []
         health = HealthServer(settings.metrics_host, settings.metrics_port, REGISTRY,
-                              engine.readiness)
+                              lambda: current[-1].readiness() if current else (False, {}))
         try:
             await health.start()
         except OSError as exc:
@@ -65,8 +69,60 @@ async def run_workers(settings: Settings, stopping: asyncio.Event,
                 f"({exc.strerror}); set PROJECTOR_METRICS_PORT to a free port, or 0 for any"
             ) from exc
         try:
-            await engine.run(stopping)
+            stale = await _stale(pool, projections)
+            if stale and settings.auto_rebuild and not stopping.is_set():
+                await _rebuild_then_join(settings, pool, projections, stale, metrics, current,
+                                         stopping)
+            elif stale:
+                log.warning("projection(s) %s: the tables were built by another version of the "
+                            "code; PROJECTOR_AUTO_REBUILD=false, so they are not rebuilt. Run "
+                            "`projector rebuild %s`.", ", ".join(p.name for p in stale),
+                            " ".join(p.name for p in stale))
+            if not stopping.is_set():
+                engine = Engine(settings, pool, projections, metrics=metrics)
+                current.append(engine)
+                await engine.run(stopping)
         finally:
             await health.stop()
     finally:
         await pool.close()
+
+
+async def _stale(pool: asyncpg.Pool, projections: Sequence[Projection]) -> list[Projection]:
+    async with pool.acquire() as conn:
+        versions = dict(await conn.fetch("SELECT name, version FROM projections"))
+    return [p for p in projections if versions.get(p.name, p.version) != p.version]
+
+
+async def _rebuild_then_join(settings: Settings, pool: asyncpg.Pool,
+                             projections: Sequence[Projection], stale: Sequence[Projection],
+                             metrics: EngineMetrics, current: list[Engine],
+                             stopping: asyncio.Event) -> None:
+    from projector.rebuild import Rebuild
+
+    names = ", ".join(p.name for p in stale)
+    log.warning("projection(s) %s: code version differs from the tables' version; rebuilding "
+                "blue/green now (set PROJECTOR_AUTO_REBUILD=false to skip)", names)
+    fresh = [p for p in projections if p not in stale]
+    phase_done = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    if fresh:
+        engine = Engine(settings, pool, fresh, metrics=metrics)
+        current.append(engine)
+        tasks.append(asyncio.create_task(engine.run(phase_done)))
+    job = asyncio.create_task(Rebuild(settings, pool, stale).run())
+    stop_wait = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({job, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if job.done():
+            job.result()
+            log.info("rebuild of %s done; projecting it live", names)
+        else:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+    finally:
+        phase_done.set()
+        stop_wait.cancel()
+        for task in tasks:
+            await task
