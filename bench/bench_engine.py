@@ -22,16 +22,16 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Stack, stack, write_results  # noqa: E402
-from naive import run_naive  # noqa: E402
+from common import Stack, stack, write_results
+from naive import run_naive
 
-from projector.db import create_pool, migrate  # noqa: E402
-from projector.events import DEFAULT_TOPICS  # noqa: E402
-from projector.projections import ALL  # noqa: E402
-from projector.rebuild import Rebuild  # noqa: E402
-from projector.settings import Settings  # noqa: E402
-from projector.simulator import SimulationOptions, generate, publish, topic_map_for  # noqa: E402
-from projector.topics import ensure_topics  # noqa: E402
+from projector.db import create_pool, migrate
+from projector.events import DEFAULT_TOPICS
+from projector.projections import ALL
+from projector.rebuild import Rebuild
+from projector.settings import Settings
+from projector.simulator import SimulationOptions, generate, publish, topic_map_for
+from projector.topics import ensure_topics
 
 EVENTS_PER_ORDER = 5.75  # what the simulator's default outcomes average
 
