@@ -5,32 +5,47 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import asyncpg
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from strawberry.asgi import GraphQL
 
-from api.context import ApiGraphQL
+from api.auth import Authenticator, AuthGate
+from api.config import ApiConfig
+from api.db import create_read_pool
+from api.limits import BodyLimit
 from api.schema import schema
-from projector.db import create_pool
+from api.view import ApiGraphQL
 from projector.settings import Settings
 
+# Responses below this many bytes are sent as they are: compressing them costs
+# more CPU than it saves on the wire.
+GZIP_MIN_BYTES = 1024
 
-def create_app(settings: Settings) -> Starlette:
-    """Build the ASGI app; the read pool opens in the lifespan."""
-    graphql: GraphQL = ApiGraphQL(schema, graphql_ide="graphiql")
+
+def create_app(settings: Settings, config: ApiConfig | None = None) -> Starlette:
+    """Build the ASGI app; the read pool opens in the lifespan.
+
+    ``settings.read_url`` (DATABASE_READ_URL, else DATABASE_URL) is where reads
+    go; ``settings.api_auth`` is none or jwt. ``config`` (JWT keys, CORS
+    origins) defaults to :meth:`ApiConfig.from_env`.
+    """
+    config = config if config is not None else ApiConfig.from_env()
+    authenticator = Authenticator(settings.api_auth, config)  # ConfigError now, not at the first request
+    graphql = ApiGraphQL(schema, graphql_ide="graphiql")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        url = settings.read_url or settings.require_database()
-        pool: asyncpg.Pool = await create_pool(url, min_size=1, max_size=8)
+        pool = await create_read_pool(settings.read_url or settings.require_database())
         app.state.pool = pool
-        graphql.pool = pool  # type: ignore[attr-defined]
+        graphql.attach(pool)
         try:
             yield
         finally:
+            graphql.attach(None)
             await pool.close()
 
     async def healthz(request: Request) -> Response:
@@ -41,15 +56,22 @@ def create_app(settings: Settings) -> Starlette:
             async with request.app.state.pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1")
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+            return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    middleware = [Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)]
+    if config.cors_origins:
+        middleware.insert(0, Middleware(
+            CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"], max_age=600))
+    gated = AuthGate(graphql, authenticator)
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
+            Route("/graphql", BodyLimit(gated), methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", gated),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
+        middleware=middleware,
         lifespan=lifespan,
     )

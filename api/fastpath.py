@@ -1,0 +1,432 @@
+"""A compiled executor for plain documents: the hot path without graphql-core's per-field work.
+
+graphql-core's executor costs ~20 µs per field on the reference machine (an
+info object, a path, awaitable checks and incremental-delivery bookkeeping per
+field), several times the database read of ``order(orderId)``. Most requests
+here are *plain*: no fragments, directives, abstract types or repeated
+response keys. :func:`plan` compiles such a document once into closures that
+read attributes and serialise leaves; :func:`execute` calls the resolvers
+exactly as graphql-core would (same arguments, same info) and completes their
+results with the closures.
+
+Nested resolvers (``Order.customer``, ``Customer.orders``, ``totalCount``) are
+called during completion; their awaitables are gathered level by level, so
+DataLoader batching works as under graphql-core (one batch per level).
+
+Any other document goes to graphql-core's ``execute``, and so does a plain one
+whose results hold a surprise (a null for a non-null field, a value a scalar
+refuses, an error below the root): it is executed again there, so that the
+error reported is graphql-core's. Reads are idempotent, so running twice is
+only slower. An error of a root resolver is reported as graphql-core reports
+it (located at the field; a non-null root field nulls ``data``).
+``tests/test_api_fastpath.py`` compares both executors on the same documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    GraphQLEnumType,
+    GraphQLError,
+    GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    Undefined,
+    located_error,
+)
+from graphql import execute as graphql_execute
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from graphql.pyutils import Path
+from strawberry.schema.schema import _OperationContextAwareGraphQLResolveInfo
+
+# Compiled plans kept (documents are cached by text in api.limits; this holds
+# the plans of the same documents, keyed by identity).
+PLAN_CACHE_SIZE = 512
+
+
+class _Unexpected(Exception):
+    """A result the compiled plan does not handle: run graphql-core instead."""
+
+
+class _Run:
+    """One execution: what resolvers' info needs, and the awaitables pending."""
+
+    __slots__ = ("args", "context", "is_awaitable", "operation", "operation_extensions", "pending",
+                 "root_value", "schema", "variables")
+
+    def __init__(self, schema: GraphQLSchema, operation: OperationDefinitionNode,
+                 variables: VariableValues, root_value: Any, context: Any,
+                 is_awaitable: Callable[[Any], bool], operation_extensions: Any) -> None:
+        self.schema = schema
+        self.operation = operation
+        self.variables = variables
+        self.root_value = root_value
+        self.context = context
+        self.is_awaitable = is_awaitable
+        self.operation_extensions = operation_extensions
+        self.args: dict[int, dict[str, Any]] = {}
+        # (awaitable, completion, container, key, path) of resolvers called but not awaited.
+        self.pending: list[tuple[Awaitable[Any], Complete, dict[str, Any], str, Path]] = []
+
+    def call(self, field: GraphQLField, node: FieldNode, parent: GraphQLObjectType, source: Any,
+             path: Path) -> Any:
+        """Call a field's resolver as graphql-core would."""
+        args = self.args.get(id(node))
+        if args is None:
+            args = self.args[id(node)] = get_argument_values(field, node, self.variables)
+        # The info graphql-core's executor (with strawberry's context class) would build.
+        info = _OperationContextAwareGraphQLResolveInfo(
+            node.name.value, [node], field.type, parent, path, self.schema, {}, self.root_value,
+            self.operation, self.variables.coerced, self.context, self.is_awaitable, None, None,
+            self.operation_extensions)
+        assert field.resolve is not None, "plan() admits only fields with resolvers here"
+        return field.resolve(source, info, **args)
+
+
+# (value, path of the value, run) -> the value completed as JSON-ready data.
+Complete = Callable[[Any, Path, _Run], Any]
+# A completion, and whether it calls resolvers below (only then are paths built:
+# a resolver's info carries its path; attributes and leaves never read it).
+Compiled = tuple[Complete, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Root:
+    key: str
+    node: FieldNode
+    field: GraphQLField
+    complete: Complete
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A plain query operation: its root fields and how to complete each."""
+
+    operation: OperationDefinitionNode
+    roots: tuple[_Root, ...]
+
+
+def _required(inner: Complete) -> Complete:
+    def required(value: Any, path: Path, run: _Run) -> Any:
+        if value is None:
+            raise _Unexpected("null for a non-null field")
+        return inner(value, path, run)
+
+    return required
+
+
+def _optional(inner: Complete) -> Complete:
+    def optional(value: Any, path: Path, run: _Run) -> Any:
+        return None if value is None else inner(value, path, run)
+
+    return optional
+
+
+def _compile(gtype: GraphQLOutputType, selection_set: SelectionSetNode | None) -> Compiled | None:
+    if isinstance(gtype, GraphQLNonNull):
+        inner = _compile_nullable(gtype.of_type, selection_set)
+        return None if inner is None else (_required(inner[0]), inner[1])
+    inner = _compile_nullable(gtype, selection_set)
+    return None if inner is None else (_optional(inner[0]), inner[1])
+
+
+def _compile_nullable(gtype: GraphQLOutputType, selection_set: SelectionSetNode | None) -> Compiled | None:
+    if isinstance(gtype, GraphQLList):
+        compiled = _compile(gtype.of_type, selection_set)
+        if compiled is None:
+            return None
+        item, needs_path = compiled
+
+        def items(value: Any, path: Path, run: _Run) -> list[Any]:
+            if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+                raise _Unexpected("not a list")
+            if needs_path:
+                return [item(v, Path(path, i, None), run) for i, v in enumerate(value)]
+            return [item(v, path, run) for v in value]
+
+        return items, needs_path
+    if isinstance(gtype, GraphQLScalarType | GraphQLEnumType):
+        return None if selection_set is not None else (_compile_leaf(gtype), False)
+    if isinstance(gtype, GraphQLObjectType) and selection_set is not None:
+        return _compile_object(gtype, selection_set)
+    return None  # interfaces and unions: graphql-core
+
+
+def _compile_leaf(gtype: GraphQLScalarType | GraphQLEnumType) -> Complete:
+    serialize = gtype.serialize
+
+    def leaf(value: Any, path: Path, run: _Run) -> Any:
+        out = serialize(value)
+        if out is None or out is Undefined:
+            raise _Unexpected("a value the type does not serialise")
+        return out
+
+    wrapped = getattr(gtype, "wrapped_cls", None)
+    if isinstance(gtype, GraphQLEnumType) and isinstance(wrapped, type) and issubclass(wrapped, Enum):
+        # Strawberry's enums serialise a member by scanning the values for its
+        # value; the same answer from a dict.
+        names = {member: name for member in wrapped for name, value in gtype.values.items()
+                 if member.value == value.value}
+
+        def enum_leaf(value: Any, path: Path, run: _Run) -> Any:
+            try:
+                name = names.get(value)
+            except TypeError:  # unhashable: not a member
+                name = None
+            return name if name is not None else leaf(value, path, run)
+
+        return enum_leaf
+    return leaf
+
+
+def _key(node: FieldNode) -> str:
+    return node.alias.value if node.alias else node.name.value
+
+
+def _plain_fields(selection_set: SelectionSetNode) -> list[FieldNode] | None:
+    """The selections if all are fields without directives and with distinct keys."""
+    fields: list[FieldNode] = []
+    keys: set[str] = set()
+    for selection in selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.directives:
+            return None
+        key = _key(selection)
+        if key in keys:
+            return None  # repeated keys merge their selections: graphql-core does that
+        keys.add(key)
+        fields.append(selection)
+    return fields
+
+
+def _reader(field: GraphQLField) -> Callable[[Any], Any]:
+    """Reads a strawberry attribute field: ``getattr`` in C when that is its resolver."""
+    definition = (field.extensions or {}).get("strawberry-definition")
+    if definition is not None and getattr(definition, "default_resolver", None) is getattr:
+        return operator.attrgetter(definition.python_name)
+    resolve = field.resolve
+    assert resolve is not None, "attribute fields have strawberry's default resolver"
+    return lambda value: resolve(value, None)
+
+
+def _compile_object(gtype: GraphQLObjectType, selection_set: SelectionSetNode) -> Compiled | None:
+    nodes = _plain_fields(selection_set)
+    if nodes is None:
+        return None
+    # (key, completion or None for __typename, what to read: an attribute
+    # reader, a (field, node) whose resolver to call, or the type name, needs_path)
+    steps: list[tuple[str, Complete | None, Any, bool]] = []
+    for node in nodes:
+        name = node.name.value
+        if name == "__typename":
+            steps.append((_key(node), None, gtype.name, False))
+            continue
+        field = gtype.fields.get(name)
+        if field is None or field.resolve is None:
+            return None
+        compiled = _compile(field.type, node.selection_set)
+        if compiled is None:
+            return None
+        complete, needs_path = compiled
+        if not field.args and getattr(field.resolve, "_is_default", False):
+            steps.append((_key(node), complete, _reader(field), needs_path))
+        else:
+            steps.append((_key(node), complete, (field, node), True))
+    typename = gtype.name
+    any_path = any(step[3] for step in steps)
+
+    def obj(value: Any, path: Path, run: _Run) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, complete, what, needs_path in steps:
+            if complete is None:
+                out[key] = what
+                continue
+            field_path = Path(path, key, typename) if needs_path else path
+            if not isinstance(what, tuple):
+                out[key] = complete(what(value), field_path, run)
+                continue
+            result = run.call(what[0], what[1], gtype, value, field_path)
+            if run.is_awaitable(result):
+                out[key] = None  # filled in when the level's awaitables are done
+                run.pending.append((result, complete, out, key, field_path))
+            else:
+                out[key] = complete(result, field_path, run)
+        return out
+
+    return obj, any_path
+
+
+def plan(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None) -> Plan | None:
+    """The compiled plan of the operation, or None when graphql-core must run it."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(operations) != len(document.definitions):
+        return None  # fragments
+    if operation_name is None:
+        operation = operations[0] if len(operations) == 1 else None
+    else:
+        operation = next((o for o in operations if o.name and o.name.value == operation_name), None)
+    query_type = schema.query_type
+    if (operation is None or operation.operation != OperationType.QUERY or operation.directives
+            or query_type is None):
+        return None
+    nodes = _plain_fields(operation.selection_set)
+    if not nodes:
+        return None
+    roots = []
+    for node in nodes:
+        field = query_type.fields.get(node.name.value)
+        if field is None or field.resolve is None:
+            return None  # __typename, introspection
+        compiled = _compile(field.type, node.selection_set)
+        if compiled is None:
+            return None
+        roots.append(_Root(_key(node), node, field, compiled[0]))
+    return Plan(operation, tuple(roots))
+
+
+_plans: OrderedDict[tuple[int, str | None], tuple[DocumentNode, Plan | None]] = OrderedDict()
+
+
+def cached_plan(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None) -> Plan | None:
+    key = (id(document), operation_name)
+    entry = _plans.get(key)
+    if entry is not None and entry[0] is document:
+        _plans.move_to_end(key)
+        return entry[1]
+    compiled = plan(schema, document, operation_name)
+    _plans[key] = (document, compiled)
+    if len(_plans) > PLAN_CACHE_SIZE:
+        _plans.popitem(last=False)
+    return compiled
+
+
+async def _settle(value: Any, run: _Run) -> Any:
+    return await value if run.is_awaitable(value) else value
+
+
+async def _drain(run: _Run) -> None:
+    """Await the nested resolvers level by level, completing their results."""
+    while run.pending:
+        level, run.pending = run.pending, []
+        if len(level) == 1:
+            try:
+                results: list[Any] = [await level[0][0]]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(*(p[0] for p in level), return_exceptions=True)
+        for (_, complete, container, key, path), result in zip(level, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                raise _Unexpected("a nested resolver failed") from result
+            container[key] = complete(result, path, run)
+
+
+async def _run(compiled: Plan, schema: GraphQLSchema, variable_values: dict[str, Any] | None,
+               root_value: Any, context: Any, is_awaitable: Callable[[Any], bool],
+               operation_extensions: Any) -> ExecutionResult | None:
+    variables = get_variable_values(schema, compiled.operation.variable_definitions or (),
+                                    variable_values or {}, max_errors=50)
+    if isinstance(variables, list):
+        return None  # graphql-core reports coercion errors
+    query_type = schema.query_type
+    assert query_type is not None, "plan() admits only schemas with a query type"
+    run = _Run(schema, compiled.operation, variables, root_value, context, is_awaitable,
+               operation_extensions)
+    calls = []
+    for root in compiled.roots:
+        try:
+            value = run.call(root.field, root.node, query_type, root_value,
+                             Path(None, root.key, query_type.name))
+        except Exception:
+            return None  # an argument (or a synchronous resolver) graphql-core will report
+        calls.append(_settle(value, run))
+    values: list[Any]
+    if len(calls) == 1:
+        try:
+            values = [await calls[0]]
+        except Exception as exc:
+            values = [exc]
+    else:
+        values = await asyncio.gather(*calls, return_exceptions=True)
+    data: dict[str, Any] | None = {}
+    errors: list[GraphQLError] = []
+    for root, value in zip(compiled.roots, values, strict=True):
+        if isinstance(value, BaseException):
+            if not isinstance(value, Exception):
+                raise value
+            errors.append(located_error(value, [root.node], [root.key]))
+            if isinstance(root.field.type, GraphQLNonNull):
+                data = None  # a non-null root field failed: no data at all
+            elif data is not None:
+                data[root.key] = None
+        elif data is not None:
+            data[root.key] = _completed(root, value, query_type.name, run)
+    if data is None:
+        for awaitable, *_ in run.pending:  # completed before a sibling nulled the data
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+    else:
+        try:
+            await _drain(run)
+        except _Unexpected:
+            raise
+        except Exception as exc:  # a resolver failing synchronously below the root
+            raise _Unexpected("a nested resolver failed") from exc
+    return ExecutionResult(data=data, errors=errors or None)
+
+
+def _completed(root: _Root, value: Any, typename: str, run: _Run) -> Any:
+    try:
+        return root.complete(value, Path(None, root.key, typename), run)
+    except _Unexpected:
+        raise
+    except Exception as exc:  # a resolver failing synchronously below the root
+        raise _Unexpected("a nested resolver failed") from exc
+
+
+def _default_is_awaitable(value: Any) -> bool:
+    return isinstance(value, Awaitable)
+
+
+async def execute(schema: GraphQLSchema, document: DocumentNode, root_value: Any = None,
+                  context_value: Any = None, variable_values: dict[str, Any] | None = None,
+                  operation_name: str | None = None, middleware: Any = None,
+                  is_awaitable: Callable[[Any], bool] | None = None,
+                  operation_extensions: Any = None, **kwargs: Any) -> Any:
+    """``graphql.execute`` with the compiled plan where there is one (same signature)."""
+    # Strawberry passes a MiddlewareManager, empty unless an extension has a resolve hook.
+    has_middleware = bool(getattr(middleware, "middlewares", middleware))
+    compiled = None if has_middleware else cached_plan(schema, document, operation_name)
+    if compiled is not None:
+        try:
+            result = await _run(compiled, schema, variable_values, root_value, context_value,
+                                is_awaitable or _default_is_awaitable, operation_extensions)
+        except _Unexpected:
+            result = None
+        if result is not None:
+            return result
+    outcome = graphql_execute(schema, document, root_value=root_value, context_value=context_value,
+                              variable_values=variable_values, operation_name=operation_name,
+                              middleware=middleware, is_awaitable=is_awaitable,  # type: ignore[arg-type]
+                              operation_extensions=operation_extensions, **kwargs)
+    if isinstance(outcome, Awaitable):
+        return await outcome
+    return outcome

@@ -1,0 +1,170 @@
+"""The /graphql endpoint: strawberry's ASGI view, with a lean path for JSON POSTs.
+
+A JSON POST (nearly every request) is handled here directly: read the body,
+``orjson.loads``, ``schema.execute``, ``orjson.dumps``, send. Strawberry's own
+request handling (request adapters, content negotiation, multipart, batching,
+a sub-response per request) costs about as much CPU as executing a plain
+query; everything it adds that we use is reproduced here, with the same
+status codes and messages. GET (GraphiQL, queries in the URL), streaming
+POSTs (multipart/SSE subscriptions, later) and WebSocket go to strawberry, with
+orjson for its JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+import orjson
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import MissingQueryError
+from strawberry.http import process_result
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
+
+from api.auth import VIEWER_SCOPE_KEY, Viewer
+from api.context import Context
+from api.freshness import SnapshotCache
+
+_POST_OPERATIONS = OperationType.from_http("POST")
+_JSON = b"application/json"
+# Accept values that ask for a streamed answer: strawberry's transports.
+_STREAMING = (b"multipart/mixed", b"text/event-stream")
+
+
+class _TextWebSocketAdapter(ASGIWebSocketAdapter):
+    # encode_json returns bytes (orjson); GraphQL over WebSocket wants text frames.
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        await self.ws.send_text(orjson.dumps(message).decode())
+
+
+def _lean(scope: Scope) -> bool:
+    """A POST with a JSON body that does not ask for a streamed answer."""
+    if scope["method"] != "POST":
+        return False
+    content_type = accept = b""
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            content_type = value
+        elif key == b"accept":
+            accept = value
+    return content_type.lower().startswith(_JSON) and not any(s in accept for s in _STREAMING)
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI view with orjson, our Context and the lean JSON POST path.
+
+    ``attach`` (from the app's lifespan) hands it the read pool; the Viewer
+    comes from ``api.auth.AuthGate``, which wraps this view.
+    """
+
+    websocket_adapter_class = _TextWebSocketAdapter
+    pool: asyncpg.Pool | None = None
+    snapshots: SnapshotCache | None = None
+
+    def attach(self, pool: asyncpg.Pool | None) -> None:
+        self.pool = pool
+        self.snapshots = SnapshotCache(pool) if pool is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if _lean(scope):
+                await self._post(scope, receive, send)
+                return
+            # The GraphiQL page before strawberry builds a context: the page
+            # runs no operation, so it needs no Viewer.
+            if scope["method"] == "GET" and self.graphql_ide:
+                request = Request(scope, receive)
+                if self.should_render_graphql_ide(self.request_adapter_class(request)):
+                    response = await self.render_graphql_ide(request)
+                    await response(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    def _context(self, request: Request | WebSocket) -> Context:
+        assert self.pool is not None, "ApiGraphQL used before the lifespan attached a pool"
+        viewer = request.scope.get(VIEWER_SCOPE_KEY)
+        if not isinstance(viewer, Viewer):
+            # Only api.auth.AuthGate sets it; it leaves None for the GraphiQL
+            # page. Fail closed should an operation come that way.
+            raise HTTPException(401, "not authenticated")
+        return Context(self.pool, viewer, self.snapshots, request)
+
+    async def get_context(self, request: Request | WebSocket,
+                          response: Response | WebSocket | None = None) -> Context:
+        return self._context(request)
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            data = orjson.loads(await _body(receive))
+        except orjson.JSONDecodeError:
+            await _send(send, 400, b"Unable to parse request body as JSON", b"text/plain; charset=utf-8")
+            return
+        problem = _request_problem(data)
+        if problem is not None:
+            await _send(send, 400, problem.encode(), b"text/plain; charset=utf-8")
+            return
+        try:
+            context = self._context(Request(scope, receive))
+            result = await self.schema.execute(
+                data.get("query"), variable_values=data.get("variables"), context_value=context,
+                operation_name=data.get("operationName"), allowed_operation_types=_POST_OPERATIONS,
+                operation_extensions=data.get("extensions"))
+        except HTTPException as exc:
+            await _send(send, exc.status_code, exc.reason.encode(), b"text/plain; charset=utf-8")
+            return
+        except MissingQueryError:
+            await _send(send, 400, b"No GraphQL query found in the request", b"text/plain; charset=utf-8")
+            return
+        except CannotGetOperationTypeError as exc:
+            await _send(send, 400, exc.as_http_error_reason().encode(), b"text/plain; charset=utf-8")
+            return
+        except InvalidOperationTypeError as exc:
+            await _send(send, 400, exc.as_http_error_reason("POST").encode(), b"text/plain; charset=utf-8")
+            return
+        await _send(send, 200, orjson.dumps(process_result(result)), _JSON)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+
+def _request_problem(data: Any) -> str | None:
+    """Strawberry's message for a malformed request body, or None."""
+    if not isinstance(data, dict):
+        return "Batching is not enabled: send one operation per request"
+    if not isinstance(data.get("query"), str | None):
+        return "The GraphQL operation's `query` must be a string or null, if provided."
+    if not isinstance(data.get("variables"), dict | None):
+        return "The GraphQL operation's `variables` must be an object or null, if provided."
+    if not isinstance(data.get("extensions"), dict | None):
+        return "The GraphQL operation's `extensions` must be an object or null, if provided."
+    if not isinstance(data.get("operationName"), str | None):
+        return "The GraphQL operation's `operationName` must be a string or null, if provided."
+    return None
