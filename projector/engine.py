@@ -114,6 +114,7 @@ class Engine:
         self.unknown_skipped = 0
         self.fenced = 0
         self.paused: set[str] = set()
+        self._accepted_gaps: dict[TP, tuple[int, int]] = {}
         self.applied_by: dict[str, int] = {p.name: 0 for p in self.projections}
         self.last_event_at: dict[str, datetime] = {}
         self.ready_lag = settings.ready_lag
@@ -217,10 +218,13 @@ class Engine:
         log.info("assigned %d partition(s) of %d topic(s)", len(tps), len({t for t, _ in tps}))
         source = self.log_starts or consumer.beginning_offsets
         starts = await source([TopicPartition(*tp) for tp in tps])
-        for tp in tps:
-            for name, stored in loaded.items():
-                self.positions[name][tp] = stored[tp]
-            await self._seek(consumer, tp, {tp: starts[TopicPartition(*tp)]})
+        # Under the batch lock: a batch in flight must not overwrite these
+        # positions with ones it computed before the assignment.
+        async with self._batch_lock:
+            for tp in tps:
+                for name, stored in loaded.items():
+                    self.positions[name][tp] = stored[tp]
+                await self._seek(consumer, tp, {tp: starts[TopicPartition(*tp)]})
         self.ready.set()
 
     async def _seek(self, consumer: AIOKafkaConsumer, tp: TP,
@@ -293,7 +297,9 @@ class Engine:
                            if (tp.topic, tp.partition) not in self.refused}
                 if records:
                     await self._process(consumer, records, stopping)
-                await self._commit_kafka_offsets()
+            # Outside the lock: a commit can wait on a rebalance, whose revoke
+            # callback waits for this lock.
+            await self._commit_kafka_offsets()
 
     def _check_above_end(self, consumer: AIOKafkaConsumer) -> None:
         # A checkpoint above the high watermark means the log was recreated.
@@ -311,8 +317,11 @@ class Engine:
 
     async def _process(self, consumer: AIOKafkaConsumer, records: Mapping[TP, Sequence[Any]],
                        stopping: asyncio.Event) -> None:
-        decoded = decode_records(records, self.decode)
         active = [p for p in self.projections if p.name not in self.paused]
+        records = self._without_jumps(consumer, records, active)
+        if not records:
+            return
+        decoded = decode_records(records, self.decode)
         work, unknown = plan_work(active, self.positions, decoded)
         if not work:
             return
@@ -372,6 +381,32 @@ class Engine:
             times += [x.event.occurred_at for _, x in items if isinstance(x, Positioned)]
         self.metrics.batch_committed(records, elapsed, applied, letters, unknown,
                                      times, datetime.now(UTC))
+
+    def _without_jumps(self, consumer: AIOKafkaConsumer, records: Mapping[TP, Sequence[Any]],
+                       active: Sequence[Projection]) -> dict[TP, Sequence[Any]]:
+        """Drop partitions whose records start past the checkpoint, and re-seek them.
+
+        Applying them would move the checkpoint over events never applied. A
+        log may have real gaps (compaction, transaction markers): when the
+        same jump comes back after the re-seek, it is accepted.
+        """
+        out: dict[TP, Sequence[Any]] = {}
+        for tp, recs in records.items():
+            expected = [self.positions[p.name][tp] for p in active
+                        if tp in self.positions[p.name]]
+            first = recs[0].offset if recs else None
+            if not expected or first is None or min(expected) < 0 or first <= min(expected):
+                out[tp] = recs
+                continue
+            jump = (min(expected), first)
+            if self._accepted_gaps.get(tp) == jump:
+                out[tp] = recs
+                continue
+            self._accepted_gaps[tp] = jump
+            log.warning("%s[%d]: fetched from offset %d but the checkpoint is %d; re-seeking "
+                        "so that nothing is skipped", tp[0], tp[1], first, jump[0])
+            consumer.seek(TopicPartition(*tp), jump[0])
+        return out
 
     async def _commit(self, work: Sequence[ProjectionWork], decoded: Decoded,
                       unknown: Mapping[str, int]) -> tuple[int, list[tuple[str, str]]]:
