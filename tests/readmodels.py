@@ -12,8 +12,8 @@ import asyncpg
 import orjson
 
 from projector.events import Event
-from projector.projections import ALL, order_summary
-from projector.projections.order_summary import OrderRow, decode_state, fold_all
+from projector.projections import ALL, order_store
+from projector.projections.order_summary import OrderRow, fold_all, items_json
 from projector.projections.orders import totals
 
 LOGICAL = {t: t for p in ALL for t in p.tables}
@@ -35,30 +35,42 @@ def fold_everything(events: Sequence[Event]) -> dict[str, OrderRow]:
 
 
 def expected_order(row: OrderRow) -> tuple[Any, ...]:
-    """The row as stored_orders() reads it back: jsonb parsed, merge_state decoded."""
-    assert OrderRow._fields == order_summary.COLUMNS
-    values: list[Any] = list(row)
-    items_at = order_summary.COLUMNS.index("items")
-    values[items_at] = orjson.loads(order_summary.record(row)[items_at])
-    values[order_summary.COLUMNS.index("event_ids")] = list(row.event_ids)
+    """The visible columns of ``row`` as stored_orders() reads them back (jsonb parsed)."""
+    assert OrderRow._fields == order_store.COLUMNS
+    values: list[Any] = list(row)[: len(order_store.VISIBLE)]
+    values[order_store.VISIBLE.index("items")] = orjson.loads(items_json(row.items))
+    values[order_store.VISIBLE.index("event_ids")] = list(row.event_ids)
     return tuple(values)
 
 
+def stored_form(row: OrderRow) -> list[Any]:
+    """``row`` as a reload reads it: the STORED columns, jsonb as text, text[] as a list."""
+    text = {"items": items_json(row.items), "merge_state": order_store.encode_state(row.merge_state)}
+    return [
+        text[c] if c in text else list(row.event_ids) if c == "event_ids" else getattr(row, c)
+        for c in order_store.STORED
+    ]
+
+
 async def stored_orders(conn: asyncpg.Connection, table: str = "order_summary") -> dict[str, tuple[Any, ...]]:
-    columns = ", ".join(
-        f"{c}::text" if c in ("items", "merge_state") else c for c in order_summary.COLUMNS
-    )
+    """The visible columns of every stored order, by order_id."""
+    columns = ", ".join(f"{c}::text" if c == "items" else c for c in order_store.VISIBLE)
     records = await conn.fetch(f'SELECT {columns}, updated_seq FROM "{table}"')
     out = {}
-    items_at = order_summary.COLUMNS.index("items")
-    state_at = order_summary.COLUMNS.index("merge_state")
+    items_at = order_store.VISIBLE.index("items")
     for r in records:
         assert r["updated_seq"] > 0
         values = list(r.values())[:-1]
         values[items_at] = orjson.loads(values[items_at])
-        values[state_at] = decode_state(values[state_at])
         out[r["order_id"]] = tuple(values)
     return out
+
+
+async def stored_rows(conn: asyncpg.Connection, table: str = "order_summary") -> dict[str, OrderRow]:
+    """Every stored order decoded as a reload does (columns and merge_state)."""
+    return await order_store.load(
+        conn, table, [r[0] for r in await conn.fetch(f'SELECT order_id FROM "{table}"')]
+    )
 
 
 async def stored_totals(
@@ -91,6 +103,8 @@ async def assert_tables_match(
     assert stored.keys() == expected.keys()
     for order_id, row in expected.items():
         assert stored[order_id] == expected_order(row), order_id
+    # What a reload rebuilds (and merges further) is the fold itself, merge state included.
+    assert await stored_rows(conn, physical["order_summary"]) == expected
     assert await stored_totals(conn, physical) == expected_totals(expected)
     timeline = await conn.fetch(
         f'SELECT event_id, order_id, event_type, occurred_at FROM "{physical["order_timeline"]}"'

@@ -23,12 +23,13 @@ from readmodels import (
     expected_totals,
     fold_everything,
     stored_orders,
+    stored_rows,
     stored_totals,
 )
 
 from projector.events import EVENT_TYPES, TOPIC_OF, Event
 from projector.projection import Positioned, Projection
-from projector.projections import ALL, order_summary
+from projector.projections import ALL, order_store
 from projector.projections.order_timeline import TimelineProjection
 from projector.projections.orders import OrdersProjection
 from projector.projections.row_cache import RowCache
@@ -267,24 +268,96 @@ async def test_concurrent_instances_creating_the_same_order(pg_dsn: str, conn: a
     assert await stored_totals(conn) == expected_totals(expected)
 
 
-async def test_cached_rows_are_used_only_while_the_table_still_has_them(conn: asyncpg.Connection) -> None:
+async def test_concurrent_instances_updating_the_same_order(pg_dsn: str, conn: asyncpg.Connection) -> None:
+    """Both instances hold the order in their row cache; the second writes while the
+    first's update is uncommitted. Its compare-and-set must fail, not double-count."""
     await create_tables(conn)
-    orders = OrdersProjection()
-    first = placed("k1", "k", T0, "c", "s", 1, D("1"), D("1"))
-    await apply(conn, [Positioned(first, "t", 0, 0)], projections=[orders])
+    first_event = placed("u1", "upd", T0, "c", "s", 2, D("3"), D("6"))
+    paid = Event("u2", "PaymentSucceeded", "upd", T0 + timedelta(minutes=1), {"amount": None})
+    refund = Event("u3", "PaymentRefunded", "upd", T0 + timedelta(minutes=2), {"amount": None})
+    mine, theirs = OrdersProjection(), OrdersProjection()
+    await apply(conn, [Positioned(first_event, "t", 0, 0)], projections=[mine])
+    other = await asyncpg.connect(pg_dsn)
+    try:
+        await apply(other, [Positioned(first_event, "t", 0, 0)], projections=[theirs])  # cached there too
+        first = conn.transaction()
+        await first.start()
+        await mine.apply(conn, [Positioned(paid, "t", 0, 1)], LOGICAL)
+
+        async def second() -> set[str]:
+            async with other.transaction():
+                return await theirs.apply(other, [Positioned(refund, "t", 1, 0)], LOGICAL)
+
+        task = asyncio.create_task(second())
+        await asyncio.sleep(0.5)  # its write waits on our uncommitted update
+        assert not task.done()
+        await first.commit()
+        assert "order_summary" in await asyncio.wait_for(task, 10)
+    finally:
+        await other.close()
+    await apply(conn, [Positioned(e, "t", 0, n) for n, e in enumerate([first_event, paid, refund])],
+                projections=[TimelineProjection()])
+    await assert_tables_match(conn, [first_event, paid, refund])
+    # The refund came after the payment was known: it refunds the whole paid amount.
+    assert (await stored_orders(conn))["upd"][order_store.VISIBLE.index("refunded_amount")] == D("6")
+
+
+async def test_stale_cached_rows_are_caught(conn: asyncpg.Connection) -> None:
+    """A cached copy behind the table (another writer) or ahead of it (a rolled-back
+    transaction of ours) never loses or double-counts an event."""
+    await create_tables(conn)
+    events = [
+        placed("k1", "k", T0, "c", "s", 1, D("1"), D("1")),
+        Event("k2", "PaymentSucceeded", "k", T0 + timedelta(minutes=1), {"amount": None}),
+        Event("k3", "PaymentRefunded", "k", T0 + timedelta(minutes=2), {"amount": D("0.25")}),
+        Event("k4", "OrderCancelled", "k", T0 + timedelta(minutes=3), {"reason": None}),
+        Event("k5", "PaymentRefunded", "k", T0 + timedelta(minutes=4), {"amount": None}),
+    ]
+    at = [Positioned(e, "t", 0, n) for n, e in enumerate(events)]
+    orders, timeline = OrdersProjection(), TimelineProjection()
+    await apply(conn, at[:1], projections=[orders, timeline])
     assert len(orders.cache) == 1
-    # Another writer (or a rolled-back transaction of ours) makes the copy stale.
-    await conn.execute("UPDATE order_summary SET event_ids = '{k0}' WHERE order_id = 'k'")
-    async with conn.transaction():
-        loaded = await order_summary.load(conn, "order_summary", ["k"], orders.cache)
-    assert loaded["k"].event_ids == ("k0",)  # decoded from the table, not the cache
+    # Behind: another instance applies k2; our copy lacks it.
+    await apply(conn, at[1:2], projections=[OrdersProjection(), timeline])
+    await apply(conn, at[2:3], projections=[orders, timeline])
+    await assert_tables_match(conn, events[:3])
+    # Ahead: our transaction applies k4, then rolls back; the engine retries the batch.
     rolled_back = conn.transaction()
     await rolled_back.start()
-    await orders.apply(conn, [Positioned(Event("k2", "OrderDelivered", "k", T0, {}), "t", 0, 1)], LOGICAL)
+    await orders.apply(conn, at[3:4], LOGICAL)
     await rolled_back.rollback()
-    async with conn.transaction():
-        loaded = await order_summary.load(conn, "order_summary", ["k"], orders.cache)
-    assert loaded["k"].event_ids == ("k0",)
+    await apply(conn, at[3:4], projections=[orders, timeline])
+    await assert_tables_match(conn, events[:4])
+    # Ahead again, with a new event in the retried batch.
+    rolled_back = conn.transaction()
+    await rolled_back.start()
+    await orders.apply(conn, at[4:5], LOGICAL)
+    await rolled_back.rollback()
+    await apply(conn, at[3:5], projections=[orders, timeline])
+    await assert_tables_match(conn, events)
+    assert (await stored_orders(conn))["k"][order_store.VISIBLE.index("refunded_amount")] == D("1.25")
+
+
+async def test_stored_state_round_trips(conn: asyncpg.Connection) -> None:
+    """Every winner kind, refunds with and without amounts, odd ids: a reload gives the fold."""
+    await create_tables(conn)
+    order = "r"
+    events = [
+        placed('a"1', order, T0, "c", "s", 3, D("0.10"), D("0.30")),
+        Event("b\\2", "PaymentSucceeded", order, T0 + timedelta(seconds=1), {"amount": None}),
+        Event("c3", "PaymentFailed", order, T0 + timedelta(microseconds=7), {"reason": "card"}),
+        Event("d4", "InventoryReservationFailed", order, T0, {"reason": None}),
+        Event("e5", "ShippingScheduled", order, T0, {"carrier": "DHL"}),
+        Event("f6", "OrderShipped", order, T0, {"carrier": None, "tracking_number": "T\"1"}),
+        Event("g7", "OrderCancelled", order, T0, {"reason": ""}),
+        Event("h8", "PaymentRefunded", order, T0, {"amount": D("0.05")}),
+        Event("i9", "PaymentRefunded", order, T0, {"amount": None}),
+        Event("j10", "OrderDelivered", order, T0, {}),
+        Event("k11", "InventoryReserved", order, T0, {}),
+    ]
+    await apply(conn, [Positioned(e, "t", 0, n) for n, e in enumerate(events)])
+    await assert_tables_match(conn, events)
+    assert (await stored_rows(conn))[order].merge_state == fold_everything(events)[order].merge_state
 
 
 async def test_event_ids_that_need_quoting(conn: asyncpg.Connection) -> None:

@@ -21,6 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from projector.projections import _rows
 from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
 from projector.projections.order_summary import MONEY, ZERO, OrderRow
 
@@ -73,15 +74,15 @@ def ddl(table: str) -> list[str]:
     ]
 
 
+_VALUES = ", ".join(_rows.fields(("text", "int8", "int8", "int8", "numeric", "timestamptz", "timestamptz")))
+
+
 @functools.lru_cache(maxsize=64)
 def _upsert_sql(table: str) -> str:
     return (
         f"INSERT INTO {quote_ident(table)} AS t (customer_id, order_count, paid_order_count, "
         "cancelled_order_count, total_spent, first_order_at, last_order_at, updated_seq) "
-        f"SELECT u.*, nextval('{UPDATED_SEQ}') FROM unnest($1::text[], $2::int8[], $3::int8[], "
-        "$4::int8[], $5::numeric[], $6::timestamptz[], $7::timestamptz[]) "
-        "AS u(customer_id, order_count, paid_order_count, cancelled_order_count, total_spent, "
-        "first_order_at, last_order_at) "
+        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
         "ON CONFLICT (customer_id) DO UPDATE SET "
         "order_count = t.order_count + excluded.order_count, "
         "paid_order_count = t.paid_order_count + excluded.paid_order_count, "
@@ -126,18 +127,11 @@ async def apply_deltas(
     if not keys:
         return False
     zero = Vector(0, 0, 0, ZERO)
-    vectors = [deltas.get(k, zero) for k in keys]
-    bounds = [placed.get(k) for k in keys]
-    await conn.execute(
-        _upsert_sql(table),
-        keys,
-        [v.order_count for v in vectors],
-        [v.paid_order_count for v in vectors],
-        [v.cancelled_order_count for v in vectors],
-        [v.total_spent for v in vectors],
-        [b[0] if b else None for b in bounds],
-        [b[1] if b else None for b in bounds],
-    )
+    rows = []
+    for key in keys:
+        bounds = placed.get(key)
+        rows.append((key, *deltas.get(key, zero), *(bounds or (None, None))))
+    await conn.execute(_upsert_sql(table), _rows.param(rows))
     return True
 
 

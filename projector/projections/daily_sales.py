@@ -14,6 +14,7 @@ from datetime import UTC, date
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from projector.projections import _rows
 from projector.projections._names import UPDATED_SEQ, quote_ident
 from projector.projections.order_summary import MONEY, ZERO, OrderRow
 
@@ -51,13 +52,15 @@ def ddl(table: str) -> list[str]:
     ]
 
 
+_VALUES = ", ".join(_rows.fields(("date", "int8", "int8", "int8", "numeric")))
+
+
 @functools.lru_cache(maxsize=64)
 def _upsert_sql(table: str) -> str:
     return (
         f"INSERT INTO {quote_ident(table)} AS t "
         "(day, orders_placed, orders_paid, orders_cancelled, revenue, updated_seq) "
-        f"SELECT u.*, nextval('{UPDATED_SEQ}') FROM unnest($1::date[], $2::int8[], $3::int8[], "
-        "$4::int8[], $5::numeric[]) AS u(day, orders_placed, orders_paid, orders_cancelled, revenue) "
+        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
         "ON CONFLICT (day) DO UPDATE SET "
         "orders_placed = t.orders_placed + excluded.orders_placed, "
         "orders_paid = t.orders_paid + excluded.orders_paid, "
@@ -83,14 +86,7 @@ async def apply_deltas(conn: Any, table: str, deltas: Mapping[date, Vector]) -> 
         return False
     keys = sorted(deltas)
     vectors = [deltas[k] for k in keys]
-    await conn.execute(
-        _upsert_sql(table),
-        keys,
-        [v.orders_placed for v in vectors],
-        [v.orders_paid for v in vectors],
-        [v.orders_cancelled for v in vectors],
-        [v.revenue for v in vectors],
-    )
+    await conn.execute(_upsert_sql(table), _rows.param([(k, *v) for k, v in zip(keys, vectors, strict=True)]))
     shrunk = [k for k, v in zip(keys, vectors, strict=True) if v.orders_placed < 0]
     if shrunk:
         await conn.execute(_delete_empty_sql(table), shrunk)

@@ -44,7 +44,9 @@ Merge rules
   (``placed_at``, ``inventory_reserved_at``, ``paid_at``,
   ``shipping_scheduled_at``, ``shipped_at``, ``delivered_at``, ``cancelled_at``,
   ``refunded_at``), i.e. the earliest event of the type; ``failed_at`` is the
-  earliest InventoryReservationFailed or PaymentFailed.
+  earliest InventoryReservationFailed or PaymentFailed. A type whose winner
+  gives only its time (InventoryReserved, OrderDelivered, PaymentRefunded)
+  keeps no winning id: which of two simultaneous events won changes nothing.
 - Attributes come from the winning event of their type: ``customer_id``,
   ``items``, ``total_amount``, ``currency`` from OrderPlaced;
   ``tracking_number`` from OrderShipped; ``carrier`` from OrderShipped when it
@@ -63,12 +65,10 @@ Merge rules
   latest ``occurred_at``.
 - Money is exact: Decimal arithmetic in a 100-digit context that traps
   rounding, ``numeric`` columns, and decimal *strings* inside jsonb.
-- ``merge_state`` (jsonb) stores the winners and refunds, so a row can be
-  reloaded and merged further; the other columns are derived from it::
-
-    {"winners": {"<event type>": {"at": "<RFC 3339>", "id": "<event_id>",
-                                  "attrs": {...}}, ...},
-     "refunds": {"<event_id>": "<amount>" | null, ...}}
+- The merge state (:class:`MergeState`) is the winners and the refund sum, so
+  a row can be reloaded and merged further. ``projector.projections.order_store``
+  stores it as the columns plus a small ``merge_state`` jsonb holding only what
+  the columns do not show (see there).
 
 An ``event_id`` names one immutable event: two deliveries with the same id are
 the same event, and only the first one applied is read.
@@ -77,7 +77,7 @@ the same event, and only the first one applied is read.
 from __future__ import annotations
 
 import decimal
-import functools
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -87,8 +87,6 @@ import orjson
 
 from projector.errors import InternalError
 from projector.events import Event
-from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
-from projector.projections.row_cache import RowCache
 
 ZERO = Decimal(0)
 
@@ -127,7 +125,6 @@ STATUS_OF: Mapping[str, str] = {
 _RANK_OF_TYPE: Mapping[str, int] = {t: STATUSES.index(s) for t, s in STATUS_OF.items()}
 
 
-
 class LineItem(NamedTuple):
     """One line of an order; ``unit_price`` may be unknown."""
 
@@ -144,39 +141,25 @@ class LineItem(NamedTuple):
 class Winner(NamedTuple):
     """The winning (least ``(occurred_at, event_id)``) event of one type.
 
-    ``attrs`` holds only the fields the derivation reads, already typed
-    (money as Decimal, items as a tuple of :class:`LineItem`). ``json`` is this
-    winner's entry in ``merge_state``, encoded once when it wins: a row is
-    written after every event, its winners rarely change. Build with
-    :func:`winner`.
+    ``attrs`` holds only the fields the derivation reads, already typed (money
+    as Decimal, items as a tuple of :class:`LineItem`, plus ``items_json``, the
+    ``items`` column, encoded once when OrderPlaced wins). ``event_id`` is ""
+    for the types in :data:`TIME_ONLY`.
     """
 
     occurred_at: datetime
     event_id: str
     attrs: Mapping[str, Any]
-    json: str
-
-
-def winner(occurred_at: datetime, event_id: str, attrs: Mapping[str, Any]) -> Winner:
-    """A :class:`Winner` with its ``merge_state`` entry ``{"at", "id", "attrs"?}``."""
-    entry: dict[str, Any] = {"at": occurred_at, "id": event_id}
-    if attrs:
-        entry["attrs"] = {
-            key: _items_jsonable(value) if key == "items" else _jsonable(value)
-            for key, value in attrs.items()
-        }
-    # Sorted keys: the same winner decoded from jsonb (which reorders keys) encodes the same.
-    # Kept as str: orjson's bytes keep a 4 KiB buffer, too much for every cached winner.
-    json = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()
-    return Winner(occurred_at, event_id, attrs, json)
 
 
 class MergeState(NamedTuple):
     """Everything the columns are derived from; never mutated after creation."""
 
     winners: Mapping[str, Winner]
-    # Refund amount per PaymentRefunded event id; None means "the full paid amount".
-    refunds: Mapping[str, Decimal | None]
+    refunded: Decimal
+    """The sum of the refund amounts given explicitly."""
+    full_refunds: int
+    """Refunds without an amount: each refunds the full paid amount."""
 
 
 class OrderRow(NamedTuple):
@@ -231,16 +214,31 @@ def _items(value: Any) -> tuple[LineItem, ...]:
     )
 
 
+def items_json(items: Sequence[LineItem]) -> str:
+    """The ``items`` column: ``[{"sku", "qty", "unit_price": "12.50" | null}, ...]``."""
+    # Money as a string, not a JSON number: exact, whatever reads the jsonb.
+    return orjson.dumps([
+        {"sku": i.sku, "qty": i.qty, "unit_price": None if i.unit_price is None else str(i.unit_price)}
+        for i in items
+    ]).decode()
+
+
+def placed_attrs(
+    customer_id: str | None, items: tuple[LineItem, ...], total: Decimal | None, currency: str | None
+) -> Mapping[str, Any]:
+    """An OrderPlaced winner's attrs (also rebuilt from the stored columns)."""
+    # items_json and item_count are functions of items, kept here so that a
+    # row does not encode or count its items again on every later event.
+    return {"customer_id": customer_id, "items": items, "items_json": items_json(items),
+            "item_count": sum(i.qty for i in items), "total_amount": total, "currency": currency}
+
+
 _NO_ATTRS: Mapping[str, Any] = {}
 
 
 def _placed_attrs(p: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {
-        "customer_id": _text(p.get("customer_id")),
-        "items": _items(p.get("items")),
-        "total_amount": _money(p.get("total_amount")),
-        "currency": _text(p.get("currency")),
-    }
+    return placed_attrs(_text(p.get("customer_id")), _items(p.get("items")),
+                        _money(p.get("total_amount")), _text(p.get("currency")))
 
 
 def _reason_attrs(p: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -264,7 +262,7 @@ def _no_attrs(p: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 # The per-type handlers: what a winning event of the type contributes.
-# PaymentRefunded keeps its amount in MergeState.refunds instead (every refund counts).
+# PaymentRefunded's amount goes to MergeState.refunded instead (every refund counts).
 HANDLERS: Mapping[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]] = {
     "OrderPlaced": _placed_attrs,
     "OrderCancelled": _reason_attrs,
@@ -277,6 +275,13 @@ HANDLERS: Mapping[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]] = {
     "OrderShipped": _shipped_attrs,
     "OrderDelivered": _no_attrs,
 }
+
+# tuple.__new__ with the fields in order builds a NamedTuple without its
+# generated Python __new__, which for OrderRow costs more than the rest of derive.
+_new = tuple.__new__
+
+TIME_ONLY = frozenset(t for t, h in HANDLERS.items() if h is _no_attrs)
+"""Types whose winner contributes only its ``occurred_at``: no id is kept."""
 
 
 def fold(row: OrderRow | None, event: Event) -> OrderRow:
@@ -297,20 +302,21 @@ def fold_all(row: OrderRow | None, events: Iterable[Event]) -> OrderRow:
     """
     if row is None:
         order_id: str | None = None
-        seen: set[str] = set()
+        ids: list[str] = []
         winners: dict[str, Winner] = {}
-        refunds: dict[str, Decimal | None] = {}
+        refunded, full_refunds = ZERO, 0
         last: datetime | None = None
     else:
         order_id = row.order_id
-        seen = set(row.event_ids)
+        ids = list(row.event_ids)  # sorted, and kept sorted by insertion
         winners = dict(row.merge_state.winners)
-        refunds = dict(row.merge_state.refunds)
+        refunded, full_refunds = row.merge_state.refunded, row.merge_state.full_refunds
         last = row.last_event_at
     changed = False
     for event in events:
         event_id = event.event_id
-        if event_id in seen:
+        at_id = bisect_left(ids, event_id)
+        if at_id < len(ids) and ids[at_id] == event_id:
             continue
         event_type = event.event_type
         handler = HANDLERS.get(event_type)
@@ -324,22 +330,27 @@ def fold_all(row: OrderRow | None, events: Iterable[Event]) -> OrderRow:
             raise InternalError(
                 f"fold: event {event_id!r} of order {event.order_id!r} folded into {order_id!r}"
             )
-        seen.add(event_id)
+        ids.insert(at_id, event_id)
         changed = True
         at = event.occurred_at
         if last is None or at > last:
             last = at
+        key = "" if handler is _no_attrs else event_id
         current = winners.get(event_type)
-        if current is None or (at, event_id) < (current.occurred_at, current.event_id):
-            winners[event_type] = winner(at, event_id, handler(event.payload))
+        if current is None or (at, key) < (current.occurred_at, current.event_id):
+            winners[event_type] = _new(Winner, (at, key, handler(event.payload)))
         if event_type == "PaymentRefunded":
-            refunds[event_id] = _money(event.payload.get("amount"))
+            amount = _money(event.payload.get("amount"))
+            if amount is None:
+                full_refunds += 1
+            else:
+                refunded = MONEY.add(refunded, amount)
     if not changed:
         if row is None:
             raise InternalError("fold_all: no event to create an order row from")
         return row
     assert order_id is not None and last is not None  # set by the first new event
-    return derive(order_id, MergeState(winners, refunds), tuple(sorted(seen)), last)
+    return derive(order_id, _new(MergeState, (winners, refunded, full_refunds)), tuple(ids), last)
 
 
 def derive(
@@ -370,11 +381,9 @@ def derive(
     else:
         paid_with = paid.attrs["amount"]
         paid_amount = paid_with if paid_with is not None else (total if total is not None else ZERO)
-    refunded = ZERO
-    if state.refunds:
-        # Summed in event-id order: exact anyway (MONEY traps rounding), and fixed.
-        for _, amount in sorted(state.refunds.items()):
-            refunded = MONEY.add(refunded, paid_amount if amount is None else amount)
+    refunded = state.refunded
+    if state.full_refunds:
+        refunded = MONEY.add(refunded, MONEY.multiply(paid_amount, state.full_refunds))
 
     failure_reason: str | None = None
     if cancelled is not None:
@@ -396,13 +405,12 @@ def derive(
     reserved = get("InventoryReserved")
     first_refund = get("PaymentRefunded")
 
-    # Positional, in field order: keyword construction costs 3x as much here.
-    return OrderRow(
+    return _new(OrderRow, (
         order_id,
         pa.get("customer_id"),
         STATUSES[max(map(_RANK_OF_TYPE.__getitem__, w))],
         items,
-        sum(i.qty for i in items),
+        pa.get("item_count", 0),
         total,
         pa.get("currency"),
         None if placed is None else placed.occurred_at,
@@ -423,230 +431,5 @@ def derive(
         len(event_ids),
         event_ids,
         state,
-    )
+    ))
 
-
-# --- encoding ---------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    # Money as a string, not a JSON number: exact, whatever reads the jsonb.
-    return str(value) if isinstance(value, Decimal) else value
-
-
-def _items_jsonable(items: Sequence[LineItem]) -> list[dict[str, Any]]:
-    return [{"sku": i.sku, "qty": i.qty, "unit_price": _jsonable(i.unit_price)} for i in items]
-
-
-def items_json(items: Sequence[LineItem]) -> str:
-    """The ``items`` column: ``[{"sku", "qty", "unit_price": "12.50" | null}, ...]``."""
-    return orjson.dumps(_items_jsonable(items)).decode()
-
-
-def encode_state(state: MergeState) -> str:
-    """``merge_state`` as JSON text: winners by type (``at``, ``id``, ``attrs``) and refunds."""
-    winners = {event_type: orjson.Fragment(w.json) for event_type, w in state.winners.items()}
-    refunds = {event_id: _jsonable(amount) for event_id, amount in state.refunds.items()}
-    return orjson.dumps({"winners": winners, "refunds": refunds}).decode()
-
-
-def _decode_attrs(raw: Mapping[str, Any]) -> Mapping[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key == "items":
-            out[key] = _items(value)
-        elif key in ("total_amount", "amount"):
-            out[key] = None if value is None else Decimal(value)
-        else:
-            out[key] = value
-    return out
-
-
-def decode_state(text: str | bytes) -> MergeState:
-    """Inverse of :func:`encode_state`."""
-    raw = orjson.loads(text)
-    winners = {
-        event_type: winner(
-            datetime.fromisoformat(w["at"]),
-            w["id"],
-            _decode_attrs(w["attrs"]) if "attrs" in w else _NO_ATTRS,
-        )
-        for event_type, w in raw["winners"].items()
-    }
-    refunds = {k: None if v is None else Decimal(v) for k, v in raw["refunds"].items()}
-    return MergeState(winners, refunds)
-
-
-def _text_array(values: Sequence[str]) -> str:
-    # A text[] literal, every element quoted: ids may hold commas, braces or
-    # spaces. (A text[][] parameter would not do: unnest() flattens it.)
-    if not values:
-        return "{}"
-    plain = "".join(values)
-    if '"' in plain or "\\" in plain:
-        values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
-    return '{"' + '","'.join(values) + '"}'
-
-
-# --- SQL --------------------------------------------------------------------
-
-# (column, column type, type of the unnest() parameter array). Money, jsonb and
-# text[] travel as text and are cast in the SELECT: asyncpg's binary numeric
-# encoder costs ~3x a str(), and a text[][] parameter cannot be unnested per row.
-_COLUMN_TYPES: tuple[tuple[str, str, str], ...] = (
-    ("order_id", "text PRIMARY KEY", "text"),
-    ("customer_id", "text", "text"),
-    ("status", "text NOT NULL", "text"),
-    ("items", "jsonb NOT NULL", "text"),
-    ("item_count", "integer NOT NULL", "int4"),
-    ("total_amount", "numeric", "text"),
-    ("currency", "text", "text"),
-    ("placed_at", "timestamptz", "timestamptz"),
-    ("inventory_reserved_at", "timestamptz", "timestamptz"),
-    ("failed_at", "timestamptz", "timestamptz"),
-    ("paid_at", "timestamptz", "timestamptz"),
-    ("shipping_scheduled_at", "timestamptz", "timestamptz"),
-    ("shipped_at", "timestamptz", "timestamptz"),
-    ("delivered_at", "timestamptz", "timestamptz"),
-    ("cancelled_at", "timestamptz", "timestamptz"),
-    ("refunded_at", "timestamptz", "timestamptz"),
-    ("failure_reason", "text", "text"),
-    ("carrier", "text", "text"),
-    ("tracking_number", "text", "text"),
-    ("paid_amount", "numeric NOT NULL", "text"),
-    ("refunded_amount", "numeric NOT NULL", "text"),
-    ("last_event_at", "timestamptz NOT NULL", "timestamptz"),
-    ("event_count", "integer NOT NULL", "int4"),
-    ("event_ids", "text[] NOT NULL", "text"),
-    ("merge_state", "jsonb NOT NULL", "text"),
-)
-
-COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in _COLUMN_TYPES)
-
-
-def record(row: OrderRow) -> tuple[Any, ...]:
-    """The row's values in :data:`COLUMNS` order, as the upsert's parameter arrays take them."""
-    total = row.total_amount
-    return (
-        row.order_id,
-        row.customer_id,
-        row.status,
-        items_json(row.items),
-        row.item_count,
-        None if total is None else str(total),
-        row.currency,
-        row.placed_at,
-        row.inventory_reserved_at,
-        row.failed_at,
-        row.paid_at,
-        row.shipping_scheduled_at,
-        row.shipped_at,
-        row.delivered_at,
-        row.cancelled_at,
-        row.refunded_at,
-        row.failure_reason,
-        row.carrier,
-        row.tracking_number,
-        str(row.paid_amount),
-        str(row.refunded_amount),
-        row.last_event_at,
-        row.event_count,
-        _text_array(row.event_ids),
-        encode_state(row.merge_state),
-    )
-
-
-def ddl(table: str) -> list[str]:
-    """CREATE TABLE and CREATE INDEX statements for ``order_summary`` under ``table``."""
-    t = quote_ident(table)
-    columns = ",\n    ".join(f"{c} {ctype}" for c, ctype, _ in _COLUMN_TYPES)
-    return [
-        f"CREATE TABLE IF NOT EXISTS {t} (\n    {columns},\n    updated_seq bigint NOT NULL\n)",
-        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'customer_placed_idx')} "
-        f"ON {t} (customer_id, placed_at DESC, order_id)",
-        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'placed_idx')} ON {t} (placed_at DESC, order_id)",
-        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'status_placed_idx')} "
-        f"ON {t} (status, placed_at DESC, order_id)",
-        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'total_idx')} ON {t} (total_amount DESC, order_id)",
-    ]
-
-
-@functools.lru_cache(maxsize=64)
-def _load_sql(table: str) -> str:
-    # $2 holds, per order, the event_ids of the copy the cache has (NULL: none);
-    # a row that still has them is not sent again (see row_cache). ORDER BY
-    # under FOR UPDATE locks rows in key order, so two instances with
-    # overlapping batches cannot deadlock on this statement.
-    return (
-        "SELECT o.order_id, CASE WHEN o.event_ids = c.ids::text[] THEN NULL "
-        "ELSE o.merge_state::text END, o.event_ids, o.last_event_at "
-        f"FROM unnest($1::text[], $2::text[]) AS c(order_id, ids) JOIN {quote_ident(table)} AS o "
-        "ON o.order_id = c.order_id ORDER BY o.order_id FOR UPDATE OF o"
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _upsert_sql(table: str) -> str:
-    params = ", ".join(f"${n}::{ptype}[]" for n, (_, _, ptype) in enumerate(_COLUMN_TYPES, 1))
-    names = ", ".join(COLUMNS)
-    select = ", ".join(
-        f"u.{c}::{ctype.split(' ')[0]}" if ctype.split(" ")[0] != ptype else f"u.{c}"
-        for c, ctype, ptype in _COLUMN_TYPES
-    )
-    updates = ", ".join(f"{c} = excluded.{c}" for c in (*COLUMNS[1:], "updated_seq"))
-    # The WHERE turns a lost race into a skipped row instead of a lost update: a
-    # row inserted concurrently by another instance (after our load saw none)
-    # is overwritten only if our event set covers its own, since the row is a
-    # function of its event set. The caller reloads and re-folds skipped rows.
-    return (
-        f"INSERT INTO {quote_ident(table)} AS t ({names}, updated_seq) "
-        f"SELECT {select}, nextval('{UPDATED_SEQ}') FROM unnest({params}) AS u({names}) "
-        f"ON CONFLICT (order_id) DO UPDATE SET {updates} "
-        "WHERE t.event_ids <@ excluded.event_ids "
-        "RETURNING order_id"
-    )
-
-
-async def load(
-    conn: Any, table: str, order_ids: Sequence[str], cache: RowCache[OrderRow] | None = None
-) -> dict[str, OrderRow]:
-    """Lock and load the existing rows of ``order_ids`` (sorted), in one statement.
-
-    Rows the database confirms ``cache`` holds (same ``event_ids``) are neither
-    sent nor decoded.
-    """
-    cached = cache.lookup(table, order_ids) if cache is not None else {}
-    fingerprints = [cached[i][0] if i in cached else None for i in order_ids] if cached else None
-    records = await conn.fetch(_load_sql(table), order_ids, fingerprints)
-    rows: dict[str, OrderRow] = {}
-    for order_id, state, event_ids, last_event_at in records:
-        if state is None:
-            rows[order_id] = cached[order_id][1]
-        else:
-            rows[order_id] = derive(order_id, decode_state(state), tuple(event_ids), last_event_at)
-    return rows
-
-
-_EVENT_IDS_AT = COLUMNS.index("event_ids")
-
-
-async def write(
-    conn: Any, table: str, rows: Sequence[OrderRow], cache: RowCache[OrderRow] | None = None
-) -> list[str]:
-    """Upsert ``rows`` (sorted by order_id) in one statement; remember them in ``cache``.
-
-    Returns the order ids *not* written because another transaction created
-    the row meanwhile with events we have not seen; reload and re-fold those.
-    """
-    if not rows:
-        return []
-    columns = list(zip(*(record(r) for r in rows), strict=True))
-    written = await conn.fetch(_upsert_sql(table), *columns)
-    if cache is not None:
-        fingerprints = columns[_EVENT_IDS_AT]
-        for row, fingerprint in zip(rows, fingerprints, strict=True):
-            cache.put(table, row.order_id, fingerprint, row)
-    if len(written) == len(rows):
-        return []
-    done = {r[0] for r in written}
-    return [r.order_id for r in rows if r.order_id not in done]

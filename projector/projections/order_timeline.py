@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from projector.projection import Positioned
+from projector.projections import _rows
 from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
 
 TABLE = "order_timeline"
@@ -34,19 +35,20 @@ def ddl(table: str) -> list[str]:
         '    "offset" bigint NOT NULL,\n'
         "    updated_seq bigint NOT NULL\n"
         ")",
+        # The API reads an order's events by (order_id, occurred_at); event_id,
+        # its tie-breaker, is left out of the index: a third of its size, sorted cheaply.
         f"CREATE INDEX IF NOT EXISTS {index_name(table, 'order_idx')} "
-        f"ON {t} (order_id, occurred_at, event_id)",
+        f"ON {t} (order_id, occurred_at)",
     ]
 
 
 @functools.lru_cache(maxsize=64)
 def _insert_sql(table: str) -> str:
+    values = ", ".join(_rows.fields(("text", "text", "text", "timestamptz", "text", "int4", "int8")))
     return (
         f'INSERT INTO {quote_ident(table)} (event_id, order_id, event_type, occurred_at, topic, '
         '"partition", "offset", updated_seq) '
-        f"SELECT u.*, nextval('{UPDATED_SEQ}') FROM unnest($1::text[], $2::text[], $3::text[], "
-        "$4::timestamptz[], $5::text[], $6::int4[], $7::int8[]) "
-        "AS u(event_id, order_id, event_type, occurred_at, topic, p, o) "
+        f"SELECT {values}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
         "ON CONFLICT (event_id) DO NOTHING"
     )
 
@@ -74,17 +76,11 @@ class TimelineProjection:
             first.setdefault(p.event.event_id, p)
         if not first:
             return set()
-        ids = sorted(first)  # key order, as every writer here locks keys
-        rows = [first[i] for i in ids]
-        status = await conn.execute(
-            _insert_sql(physical[TABLE]),
-            ids,
-            [p.event.order_id for p in rows],
-            [p.event.event_type for p in rows],
-            [p.event.occurred_at for p in rows],
-            [p.topic for p in rows],
-            [p.partition for p in rows],
-            [p.offset for p in rows],
-        )
+        rows = []
+        for event_id in sorted(first):  # key order, as every writer here locks keys
+            p = first[event_id]
+            e = p.event
+            rows.append((event_id, e.order_id, e.event_type, e.occurred_at, p.topic, p.partition, p.offset))
+        status = await conn.execute(_insert_sql(physical[TABLE]), _rows.param(rows))
         # Command tag "INSERT 0 <rows>".
         return {TABLE} if int(status.rsplit(" ", 1)[-1]) > 0 else set()

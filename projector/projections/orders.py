@@ -5,7 +5,9 @@ current order rows and computes, per aggregate table, the summed difference
 between each changed order's new and old contribution. Duplicates and
 reorderings change no order row, so they cannot double-count.
 :class:`OrdersProjection` loads, plans and writes, one set-based statement per
-table.
+table. The order rows are written compare-and-set against the version they
+were folded from (``order_store``), so each delta is exact even when another
+instance wrote the same order meanwhile.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, TypeVar
 from projector.errors import TransientError
 from projector.events import Event
 from projector.projection import Positioned
-from projector.projections import customer_summary, daily_sales, order_summary, product_sales
+from projector.projections import customer_summary, daily_sales, order_store, product_sales
 from projector.projections.order_summary import MONEY, OrderRow, fold_all
 from projector.projections.row_cache import RowCache
 
@@ -28,13 +30,17 @@ CUSTOMER_SUMMARY = "customer_summary"
 PRODUCT_SALES = "product_sales"
 DAILY_SALES = "daily_sales"
 
-# A lost insert race is settled in one extra round (the reload locks the rows).
+# A lost compare-and-set is settled in one extra round: the reload locks the rows.
 _MAX_WRITE_ROUNDS = 3
 
-# The event types whose winners the contribution functions read (placed_at,
-# customer_id, items, paid_at, paid_amount, cancelled_at, refunds). Other
-# events cannot move an aggregate, and most events are of those other types.
-_MOVES_AGGREGATES = frozenset({"OrderPlaced", "PaymentSucceeded", "PaymentRefunded", "OrderCancelled"})
+# The event types whose winners the contribution functions read: 1 for
+# customer_summary and daily_sales (placed_at, customer_id, paid_at,
+# paid_amount, cancelled_at, refunds), 2 for product_sales as well (placed_at,
+# items, paid_at). Other events cannot move an aggregate, and most events are
+# of those other types.
+_MOVES: Mapping[str, int] = {
+    "OrderPlaced": 3, "PaymentSucceeded": 3, "PaymentRefunded": 1, "OrderCancelled": 1,
+}
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -56,15 +62,22 @@ class OrdersPlan:
 
 
 def _accumulate(acc: dict[K, list[Any]], contrib: Mapping[K, Any], sign: int) -> None:
-    # Callers hold MONEY as the decimal context, so + and - on money are exact.
-    for key, vector in contrib.items():
+    # Every contribution vector has four fields. Callers hold MONEY as the
+    # decimal context, so + and - on money are exact. In place: the lists are ours.
+    for key, (a, b, c, d) in contrib.items():
         total = acc.get(key)
         if total is None:
-            acc[key] = list(vector) if sign > 0 else [-x for x in vector]
+            acc[key] = [a, b, c, d] if sign > 0 else [-a, -b, -c, -d]
         elif sign > 0:
-            acc[key] = [a + b for a, b in zip(total, vector, strict=True)]
+            total[0] += a
+            total[1] += b
+            total[2] += c
+            total[3] += d
         else:
-            acc[key] = [a - b for a, b in zip(total, vector, strict=True)]
+            total[0] -= a
+            total[1] -= b
+            total[2] -= c
+            total[3] -= d
 
 
 def _diff(
@@ -90,11 +103,19 @@ def plan(current: Mapping[str, OrderRow], events: Sequence[Event]) -> OrdersPlan
     Pure. Orders not in ``current`` are new. Events already applied to a row
     are ignored; the result does not depend on the order of ``events``.
     """
+    with decimal.localcontext(MONEY):
+        return _plan(current, _by_order(events))
+
+
+def _by_order(events: Iterable[Event]) -> dict[str, list[Event]]:
     by_order: dict[str, list[Event]] = {}
     for event in events:
-        by_order.setdefault(event.order_id, []).append(event)
-    with decimal.localcontext(MONEY):
-        return _plan(current, by_order)
+        events_of = by_order.get(event.order_id)
+        if events_of is None:
+            by_order[event.order_id] = [event]
+        else:
+            events_of.append(event)
+    return by_order
 
 
 def _plan(current: Mapping[str, OrderRow], by_order: Mapping[str, list[Event]]) -> OrdersPlan:
@@ -114,10 +135,17 @@ def _plan(current: Mapping[str, OrderRow], by_order: Mapping[str, list[Event]]) 
         if new.placed_at is None:
             continue  # no OrderPlaced yet: it contributes nothing, before or after
         prior = old if old is not None and old.placed_at is not None else None
-        if prior is not None and not any(e.event_type in _MOVES_AGGREGATES for e in batch):
-            continue
+        if prior is None:
+            moves = 3
+        else:
+            moves = 0
+            for event in batch:
+                moves |= _MOVES.get(event.event_type, 0)
+            if not moves:
+                continue
         _diff(customers, customer_summary.contribution, prior, new)
-        _diff(products, product_sales.contribution, prior, new)
+        if moves & 2:
+            _diff(products, product_sales.contribution, prior, new)
         _diff(days, daily_sales.contribution, prior, new)
         if prior is not None:
             if (prior.customer_id, prior.placed_at) == (new.customer_id, new.placed_at):
@@ -185,14 +213,14 @@ class OrdersProjection:
     tables: tuple[str, ...] = (ORDER_SUMMARY, CUSTOMER_SUMMARY, PRODUCT_SALES, DAILY_SALES)
 
     def __init__(self, cache_rows: int = 20_000) -> None:
-        """``cache_rows``: order rows kept in memory between batches, ~4 KB each
+        """``cache_rows``: order rows kept in memory between batches, ~3 KB each
         (see :class:`~projector.projections.row_cache.RowCache`); 0 disables the cache."""
         self.cache: RowCache[OrderRow] = RowCache(cache_rows)
 
     def ddl(self, physical: Mapping[str, str]) -> list[str]:
         """CREATE statements (tables, then indexes) for the physical names of the four tables."""
         statements = [
-            *order_summary.ddl(physical[ORDER_SUMMARY]),
+            *order_store.ddl(physical[ORDER_SUMMARY]),
             *customer_summary.ddl(physical[CUSTOMER_SUMMARY]),
             *product_sales.ddl(physical[PRODUCT_SALES]),
             *daily_sales.ddl(physical[DAILY_SALES]),
@@ -204,33 +232,45 @@ class OrdersProjection:
     ) -> set[str]:
         """Fold ``batch`` into the four tables; returns the logical names changed.
 
-        Statements: one locking load of the batch's orders, one order_summary
-        upsert, one upsert per aggregate table with a delta, and rarely a
-        customer recompute or a delete of emptied aggregate rows.
+        Statements: a load of the batch's orders the row cache cannot vouch
+        for, one order_summary write, one upsert per aggregate table with a
+        delta, and rarely a customer recompute, a delete of emptied aggregate
+        rows, or a locked reload and second write of orders another
+        transaction wrote meanwhile.
         """
-        events = [p.event for p in batch]
-        if not events:
+        if not batch:
             return set()
         orders_table = physical[ORDER_SUMMARY]
-        current = await order_summary.load(
-            conn, orders_table, sorted({e.order_id for e in events}), self.cache
-        )
-        decided = plan(current, events)
-        lost = await order_summary.write(conn, orders_table, decided.rows, self.cache)
+        by_order = _by_order(p.event for p in batch)
+        current, expected = await self._current(conn, orders_table, by_order)
+        with decimal.localcontext(MONEY):
+            decided = _plan(current, by_order)
+        cache = self.cache
+        lost = await order_store.write(conn, orders_table, decided.rows, expected, cache)
         rounds = 1
         while lost:
-            # Another instance inserted these orders after our load: lock them
-            # now, re-plan the batch against them and write those rows again.
+            # Another transaction wrote these orders since we read them (or
+            # never committed the copy we cached): lock them, re-plan the
+            # batch against them and write those rows again.
             if rounds >= _MAX_WRITE_ROUNDS:
                 raise TransientError(
                     f"order_summary: rows {lost[:5]} kept changing under "
                     f"{rounds} write rounds; retry the batch"
                 )
-            current.update(await order_summary.load(conn, orders_table, lost, self.cache))
-            decided = plan(current, events)
+            stored = await order_store.load(conn, orders_table, lost, lock=True)
+            for order_id in lost:
+                row = stored.get(order_id)
+                if row is None:
+                    current.pop(order_id, None)
+                    expected[order_id] = None
+                else:
+                    current[order_id] = row
+                    expected[order_id] = order_store.fingerprint(row)
+            with decimal.localcontext(MONEY):
+                decided = _plan(current, by_order)
             retry = set(lost)
-            lost = await order_summary.write(
-                conn, orders_table, [r for r in decided.rows if r.order_id in retry], self.cache
+            lost = await order_store.write(
+                conn, orders_table, [r for r in decided.rows if r.order_id in retry], expected, cache
             )
             rounds += 1
 
@@ -251,3 +291,38 @@ class OrdersProjection:
         if await daily_sales.apply_deltas(conn, physical[DAILY_SALES], decided.days):
             changed.add(DAILY_SALES)
         return changed
+
+    async def _current(
+        self, conn: Any, table: str, by_order: Mapping[str, list[Event]]
+    ) -> tuple[dict[str, OrderRow], dict[str, str | None]]:
+        """The rows the batch's orders are folded into, and the fingerprint of each
+        (None: not in the table): from the row cache, else loaded in one statement."""
+        ids = sorted(by_order)
+        cached = self.cache.lookup(table, ids)
+        current: dict[str, OrderRow] = {}
+        expected: dict[str, str | None] = {}
+        missing: list[str] = []
+        for order_id in ids:
+            hit = cached.get(order_id)
+            if hit is not None:
+                fingerprint, row = hit
+                applied = row.event_ids
+                # A cached copy is checked by the write's compare-and-set, but
+                # a row that already has every event of the batch is not
+                # written: if a rolled-back transaction left that copy, its
+                # events would be skipped. Such (rare) rows are read instead.
+                if any(e.event_id not in applied for e in by_order[order_id]):
+                    current[order_id] = row
+                    expected[order_id] = fingerprint
+                    continue
+            missing.append(order_id)
+        if missing:
+            stored = await order_store.load(conn, table, missing)
+            for order_id in missing:
+                found = stored.get(order_id)
+                if found is None:
+                    expected[order_id] = None
+                else:
+                    current[order_id] = found
+                    expected[order_id] = order_store.fingerprint(found)
+        return current, expected

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from projector.projections import _rows
 from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
 from projector.projections.order_summary import MONEY, ZERO, OrderRow
 
@@ -64,13 +65,15 @@ def ddl(table: str) -> list[str]:
     ]
 
 
+_VALUES = ", ".join(_rows.fields(("text", "int8", "int8", "numeric", "int8")))
+
+
 @functools.lru_cache(maxsize=64)
 def _upsert_sql(table: str) -> str:
     return (
         f"INSERT INTO {quote_ident(table)} AS t "
         "(sku, units_ordered, units_paid, revenue, order_count, updated_seq) "
-        f"SELECT u.*, nextval('{UPDATED_SEQ}') FROM unnest($1::text[], $2::int8[], $3::int8[], "
-        "$4::numeric[], $5::int8[]) AS u(sku, units_ordered, units_paid, revenue, order_count) "
+        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
         "ON CONFLICT (sku) DO UPDATE SET "
         "units_ordered = t.units_ordered + excluded.units_ordered, "
         "units_paid = t.units_paid + excluded.units_paid, "
@@ -97,14 +100,7 @@ async def apply_deltas(conn: Any, table: str, deltas: Mapping[str, Vector]) -> b
         return False
     keys = sorted(deltas)
     vectors = [deltas[k] for k in keys]
-    await conn.execute(
-        _upsert_sql(table),
-        keys,
-        [v.units_ordered for v in vectors],
-        [v.units_paid for v in vectors],
-        [v.revenue for v in vectors],
-        [v.order_count for v in vectors],
-    )
+    await conn.execute(_upsert_sql(table), _rows.param([(k, *v) for k, v in zip(keys, vectors, strict=True)]))
     shrunk = [k for k, v in zip(keys, vectors, strict=True) if v.order_count < 0]
     if shrunk:
         await conn.execute(_delete_empty_sql(table), shrunk)

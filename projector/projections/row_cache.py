@@ -1,9 +1,11 @@
-"""A bounded cache of the rows this process wrote, checked by the database on load.
+"""A bounded cache of the rows this process wrote, checked by the database on write.
 
 An order's events arrive spread over a few minutes, so most batches touch rows
 that an earlier batch of this process just wrote. Keeping each written row with
-a *fingerprint* of it lets the load statement send back only the rows whose
-stored fingerprint differs, and spares decoding the others.
+a *fingerprint* of it spares reading and decoding the row again: the next
+write of the row is compare-and-set against the fingerprint, so a copy the
+table no longer holds (another writer, a rolled-back transaction) is caught
+there and the row is read and folded again.
 
 For ``order_summary`` the fingerprint is the ``event_ids`` array literal: a row
 is a function of its event set, so a stored row with the same ``event_ids`` is
@@ -24,9 +26,9 @@ class RowCache(Generic[R]):
     """Rows by (physical table, key), each with its fingerprint.
 
     Holds at most ``max_rows`` rows (default 20,000; an order_summary row with
-    its fingerprint takes ~4 KB), evicting the least recently written; 0
-    disables it. Used by one
-    asyncio loop at a time, never shared between processes.
+    its fingerprint takes ~3 KB), evicting the least recently written; 0
+    disables it. Used by one asyncio loop at a time, never shared between
+    processes.
     """
 
     def __init__(self, max_rows: int = 20_000) -> None:
