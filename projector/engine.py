@@ -115,6 +115,7 @@ class Engine:
         self.fenced = 0
         self.paused: set[str] = set()
         self._accepted_gaps: dict[TP, tuple[int, int]] = {}
+        self._log_starts: dict[TP, int] = {}
         self.applied_by: dict[str, int] = {p.name: 0 for p in self.projections}
         self.last_event_at: dict[str, datetime] = {}
         self.ready_lag = settings.ready_lag
@@ -222,6 +223,7 @@ class Engine:
         # positions with ones it computed before the assignment.
         async with self._batch_lock:
             for tp in tps:
+                self._log_starts[tp] = starts[TopicPartition(*tp)]
                 for name, stored in loaded.items():
                     self.positions[name][tp] = stored[tp]
                 await self._seek(consumer, tp, {tp: starts[TopicPartition(*tp)]})
@@ -395,10 +397,15 @@ class Engine:
             expected = [self.positions[p.name][tp] for p in active
                         if tp in self.positions[p.name]]
             first = recs[0].offset if recs else None
-            if not expected or first is None or min(expected) < 0 or first <= min(expected):
+            if not expected or first is None:
                 out[tp] = recs
                 continue
-            jump = (min(expected), first)
+            # Nothing applied yet: the records must start at the log start.
+            want = min(expected) if min(expected) >= 0 else self._log_starts.get(tp, 0)
+            if first <= want:
+                out[tp] = recs
+                continue
+            jump = (want, first)
             if self._accepted_gaps.get(tp) == jump:
                 out[tp] = recs
                 continue

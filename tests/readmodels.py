@@ -93,6 +93,16 @@ def expected_totals(rows: Mapping[str, OrderRow]) -> tuple[dict[Any, tuple[Any, 
     return tuple({k: tuple(v) for k, v in table.items()} for table in (t.customers, t.products, t.days))
 
 
+def _describe(wrong: Mapping[str, tuple[tuple[Any, ...], tuple[Any, ...]]]) -> str:
+    """Which orders differ and how, column by column (the first three)."""
+    lines = [f"{len(wrong)} order row(s) differ from the fold"]
+    for order_id, (got, want) in list(wrong.items())[:3]:
+        cols = [f"{c}: stored {g!r} != folded {w!r}"
+                for c, g, w in zip(order_store.COLUMNS, got, want, strict=False) if g != w]
+        lines.append(f"{order_id}: " + "; ".join(cols)[:1500])
+    return "\n".join(lines)
+
+
 async def assert_tables_match(
     conn: asyncpg.Connection, events: Sequence[Event], physical: Mapping[str, str] = LOGICAL
 ) -> None:
@@ -101,8 +111,9 @@ async def assert_tables_match(
     expected = fold_everything(events)
     stored = await stored_orders(conn, physical["order_summary"])
     assert stored.keys() == expected.keys()
-    for order_id, row in expected.items():
-        assert stored[order_id] == expected_order(row), order_id
+    wrong = {oid: (stored[oid], expected_order(row)) for oid, row in expected.items()
+             if stored[oid] != expected_order(row)}
+    assert not wrong, _describe(wrong)
     # What a reload rebuilds (and merges further) is the fold itself, merge state included.
     assert await stored_rows(conn, physical["order_summary"]) == expected
     assert await stored_totals(conn, physical) == expected_totals(expected)
