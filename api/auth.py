@@ -1,5 +1,12 @@
 """Who is asking: bearer JWTs turned into a Viewer, and the ASGI gate that demands one.
 
+Over HTTP the token comes in the ``Authorization`` header. Over WebSocket
+(browsers cannot set headers there) it comes in the connection_init payload,
+``{"Authorization": "Bearer <jwt>"}`` or ``{"token": "<jwt>"}``
+(:func:`connection_credentials`), checked by the same rules before the
+server acknowledges; a handshake that does carry a header has it checked
+then, and an invalid one is refused before the socket opens.
+
 The Viewer only says who asks; what it may read is decided in the SQL: every
 read of orders or customers takes the viewer and adds ``customer_id = $n``
 for a customer (see ``api.sql``), so a customer's query cannot even fetch
@@ -8,6 +15,7 @@ another customer's row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -24,6 +32,8 @@ Role = Literal["admin", "customer"]
 
 # Where the gate leaves the Viewer (None: none was checked) for ``api.context``.
 VIEWER_SCOPE_KEY = "api.viewer"
+# Where it leaves the token's expiry (epoch seconds) of a WebSocket handshake.
+EXPIRES_SCOPE_KEY = "api.viewer_expires"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +78,25 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None) -> Viewer:
         """The Viewer for an Authorization header value; raises Unauthenticated."""
+        return self.authenticate_until(authorization)[0]
+
+    def authenticate_until(self, authorization: str | None) -> tuple[Viewer, float | None]:
+        """The Viewer and its token's expiry (epoch seconds; None without auth)."""
         if not self.enabled:
-            return ADMIN
+            return ADMIN, None
         if not authorization:
             raise Unauthenticated("missing credentials: send `Authorization: Bearer <token>`")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("malformed Authorization header: expected `Bearer <token>`")
-        return self.verify(token.strip())
+        return self.verify_until(token.strip())
 
     def verify(self, token: str) -> Viewer:
         """The Viewer a token's claims name; raises Unauthenticated."""
+        return self.verify_until(token)[0]
+
+    def verify_until(self, token: str) -> tuple[Viewer, float | None]:
+        """The Viewer a token's claims name, and its ``exp``; raises Unauthenticated."""
         try:
             alg = jwt.get_unverified_header(token).get("alg")
             key = self._keys.get(alg) if isinstance(alg, str) else None
@@ -91,7 +109,28 @@ class Authenticator:
             raise Unauthenticated("token expired: get a new one") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from exc
-        return _viewer(claims)
+        exp = claims.get("exp")
+        return _viewer(claims), float(exp) if isinstance(exp, int | float) else None
+
+
+def connection_credentials(params: Mapping[str, Any] | None) -> str | None:
+    """An Authorization value from a connection_init payload, or None if it has none.
+
+    Accepted: ``{"Authorization": "Bearer <jwt>"}`` (any case),
+    ``{"token": "<jwt>"}``, and either inside ``{"headers": {...}}``.
+    """
+    if not isinstance(params, Mapping):
+        return None
+    for source in (params, params.get("headers")):
+        if not isinstance(source, Mapping):
+            continue
+        for key, value in source.items():
+            if isinstance(key, str) and key.lower() == "authorization" and isinstance(value, str):
+                return value
+        token = source.get("token")
+        if isinstance(token, str):
+            return f"Bearer {token}"
+    return None
 
 
 def _viewer(claims: dict[str, Any]) -> Viewer:
@@ -130,9 +169,10 @@ class AuthGate:
     """ASGI wrapper for /graphql: no valid token, no operation.
 
     HTTP requests without valid credentials get 401 with a JSON body (GraphQL
-    error shape); WebSocket handshakes are closed with 4401 before accepting.
-    GET without a ``query`` parameter (the GraphiQL page) passes: it runs no
-    operation.
+    error shape). A WebSocket handshake with an invalid Authorization header
+    is closed with 4401 before accepting; one without a header passes with no
+    Viewer: its connection_init must authenticate (``api.view``). GET without
+    a ``query`` parameter (the GraphiQL page) passes: it runs no operation.
     """
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
@@ -141,13 +181,15 @@ class AuthGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         viewer: Viewer | None = ADMIN
+        header = _header(scope, b"authorization") if self.authenticator.enabled else None
         if not self.authenticator.enabled:
             pass
-        elif _is_ide_page(scope):
+        elif _is_ide_page(scope) or (scope["type"] == "websocket" and header is None):
             viewer = None  # fails closed in api.context should an operation run anyway
         else:
             try:
-                viewer = self.authenticator.authenticate(_header(scope, b"authorization"))
+                viewer, expires = self.authenticator.authenticate_until(header)
+                scope[EXPIRES_SCOPE_KEY] = expires
             except Unauthenticated as exc:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 4401, "reason": str(exc)[:120]})

@@ -1,4 +1,5 @@
-"""API-only settings read from the environment: JWT keys, audience, issuer, CORS origins.
+"""API-only settings read from the environment: JWT keys, audience, issuer, CORS origins;
+and the WebSocket limits (fixed defaults, overridable in code).
 
 These belong in ``projector.settings.Settings``; until they move there they are
 parsed here in the same style: frozen, validated on construction, and a
@@ -60,12 +61,42 @@ _ENV: dict[str, tuple[str, Callable[[str], Any], str]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class SocketLimits:
+    """What one WebSocket connection may hold, and how long the server waits for it.
+
+    ``init_timeout_s``: connection_init must arrive within this (default 10 s;
+    else close 4408). ``max_subscriptions``: operations in flight per
+    connection (default 50; the 51st gets an error). ``keepalive_s``: the
+    server's protocol-level ping (graphql-transport-ws) or ``ka``
+    (graphql-ws) interval (default 15 s). ``stall_timeout_s``: a client that
+    accepts no frame for this long is dropped with close code 4008 (default
+    30 s). ``buffer_rows``: rows one subscription may have waiting, newest state
+    per row (default 1,000); a subscription that would need more ends with a
+    SLOW_CONSUMER error.
+    """
+
+    init_timeout_s: float = 10.0
+    max_subscriptions: int = 50
+    keepalive_s: float = 15.0
+    stall_timeout_s: float = 30.0
+    buffer_rows: int = 1_000
+
+    def __post_init__(self) -> None:
+        for name in ("init_timeout_s", "keepalive_s", "stall_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"SocketLimits.{name} must be > 0 seconds (got {getattr(self, name)!r})")
+        for name in ("max_subscriptions", "buffer_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SocketLimits.{name} must be >= 1 (got {getattr(self, name)!r})")
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
     """JWT verification keys and CORS origins. Build it with :meth:`from_env`.
 
     ``jwt_secret`` verifies HS256 tokens, ``jwt_public_key`` (PEM) RS256 ones;
     with both set, a token's ``alg`` header picks the key. ``cors_origins``
-    empty means no CORS headers at all.
+    empty means no CORS headers at all. ``sockets``: the WebSocket limits.
     """
 
     jwt_secret: str | None = None
@@ -73,6 +104,7 @@ class ApiConfig:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     cors_origins: tuple[str, ...] = ()
+    sockets: SocketLimits = SocketLimits()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:

@@ -10,7 +10,9 @@ machine, a few percent of a whole request on the hot path).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
@@ -28,26 +30,59 @@ from api import fastpath
 from api.errors import mask
 from api.freshness import UNKNOWN, Snapshot, SnapshotCache
 from api.limits import MAX_TOKENS, prepared
+from api.metrics import operation_of
 
 log = logging.getLogger("api.execution")
 
 
 class ApiExtension(SchemaExtension):
-    """Cached parse and validation with limits; ``extensions.freshness``; masked errors."""
+    """Cached parse and validation with limits; ``extensions.freshness``; masked errors;
+    the request metrics (``context.metrics``) of every operation the lean lane does not run."""
 
     _errors: tuple[GraphQLError, ...] | None = None
     _snapshot: Snapshot | None = None
+    _stream_failed = False
 
     def on_operation(self) -> Iterator[None]:
         ctx = self.execution_context
         # Strawberry parses the text itself when the cache raised (a syntax
         # error, reported as such): it must hit the same token limit.
         ctx.parse_options["max_tokens"] = MAX_TOKENS
-        yield
-        result: Any = ctx.result
+        started = time.perf_counter()
+        ok = False
+        try:
+            try:
+                yield
+            except (GeneratorExit, asyncio.CancelledError):
+                # A stream closed by the client or the server is not a failure.
+                ok = not self._stream_failed
+                raise
+            result: Any = ctx.result
+            errors = getattr(result, "errors", None) or ctx.pre_execution_errors
+            if errors and result is not None and getattr(result, "errors", None):
+                result.errors = mask(result.errors)
+            ok = not errors and not self._stream_failed
+        finally:
+            metrics = getattr(ctx.context, "metrics", None)
+            if metrics is not None:
+                kind = _operation_type(ctx)
+                # A subscription's operation lasts as long as the subscription:
+                # counted when it ends, not timed.
+                elapsed = None if kind == "subscription" else time.perf_counter() - started
+                metrics.request(ctx.operation_name, kind, ok, elapsed)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # Each result of a stream (a subscription's events, a query over
+        # WebSocket) is sent as it comes: mask it now, not when the operation ends.
         errors = getattr(result, "errors", None)
         if errors:
             result.errors = mask(errors)
+            self._stream_failed = True
+        if _operation_type(self.execution_context) == "subscription" and result.extensions:
+            # The freshness snapshot was taken when the subscription started;
+            # an event's row was read later.
+            result.extensions.pop("freshness", None)
+        yield
 
     def on_parse(self) -> Iterator[None]:
         ctx = self.execution_context
@@ -71,6 +106,13 @@ class ApiExtension(SchemaExtension):
 
     def get_results(self) -> dict[str, Any]:
         return {"freshness": freshness(self._snapshot, self.execution_context.context)}
+
+
+def _operation_type(ctx: ExecutionContext) -> str:
+    try:
+        return ctx.operation_type.value
+    except Exception:  # no document, or no such operation
+        return "unknown"
 
 
 async def take_snapshot(context: Any) -> Snapshot | None:
@@ -146,6 +188,7 @@ class ApiSchema(strawberry.Schema):
         if document is None:
             return await super().execute(query, variable_values, context_value, root_value,
                                          operation_name, allowed_operation_types, operation_extensions)
+        started = time.perf_counter()
         snapshot = await take_snapshot(context_value)
         try:
             result = await fastpath.execute(
@@ -156,5 +199,9 @@ class ApiSchema(strawberry.Schema):
         except Exception as exc:  # as strawberry does: an error result, never a raise
             result = GraphQLExecutionResult(data=None, errors=[GraphQLError(str(exc), original_error=exc)])
         errors = mask(result.errors) if result.errors else None
+        metrics = getattr(context_value, "metrics", None)
+        if metrics is not None:
+            name, _ = operation_of(query, operation_name)
+            metrics.request(name, "query", not errors, time.perf_counter() - started)
         return ExecutionResult(data=result.data, errors=errors,
                                extensions={"freshness": freshness(snapshot, context_value)})

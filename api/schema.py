@@ -10,6 +10,7 @@ from api.types import customer as customer_t
 from api.types import daily_sales as daily_sales_t
 from api.types import dead_letter as dead_letter_t
 from api.types import order as order_t
+from api.types import order_status_change as order_status_change_t
 from api.types import product as product_t
 from api.types import projection_status as projection_status_t
 from api.types.scalars import SCALARS
@@ -44,8 +45,31 @@ class Query:
         resolver=dead_letter_t.dead_letters,
         description="Events set aside by the engine, newest first (admins only).")
 
+
+@strawberry.type(description=(
+    "Live changes over WebSocket (graphql-transport-ws or graphql-ws). A subscriber receives the "
+    "latest state of each matching row at least once after each change; when changes come faster "
+    "than it reads, intermediate states of a row are skipped (newest state per row)."))
+class Subscription:
+    order_updated = strawberry.subscription(
+        resolver=order_t.order_updated,
+        description="Orders as they change; with `orderId`, its current state first. No argument: "
+                    "every order the viewer may see (a customer: its own).")
+    order_status_changed = strawberry.subscription(
+        resolver=order_status_change_t.order_status_changed,
+        description="Orders whose status changed, optionally only to the given statuses.")
+    daily_sales_updated = strawberry.subscription(
+        resolver=daily_sales_t.daily_sales_updated,
+        description="Days as their sales change; with `day`, its current figures first (admins only).")
+    projection_progress = strawberry.subscription(
+        resolver=projection_status_t.projection_progress,
+        description="Each projection's status now, then whenever it changes, about once a second "
+                    "at most (admins only).")
+
+
 schema = ApiSchema(
     query=Query,
+    subscription=Subscription,
     config=StrawberryConfig(scalar_map=SCALARS),
     # A class: strawberry makes one per operation.
     extensions=[ApiExtension],

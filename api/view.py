@@ -6,14 +6,20 @@ request handling (request adapters, content negotiation, multipart, batching,
 a sub-response per request) costs about as much CPU as executing a plain
 query; everything it adds that we use is reproduced here, with the same
 status codes and messages. GET (GraphiQL, queries in the URL), streaming
-POSTs (multipart/SSE subscriptions, later) and WebSocket go to strawberry, with
-orjson for its JSON.
+POSTs and WebSocket go to strawberry, with orjson for its JSON.
+
+WebSocket connections get the handlers of ``api.protocols`` and one
+:class:`~api.context.SocketContext`, whose viewer is set by :meth:`ApiGraphQL.on_ws_connect`
+from the connection_init payload (or the handshake's header): the same JWT
+rules as HTTP, checked before the server acknowledges. Subscriptions are
+served over WebSocket only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import logging
+from datetime import timedelta
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -22,26 +28,34 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import MissingQueryError
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import process_result
+from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET, UnsetType
 
-from api.auth import VIEWER_SCOPE_KEY, Viewer
-from api.context import Context
+from api.auth import ADMIN, EXPIRES_SCOPE_KEY, VIEWER_SCOPE_KEY, Authenticator, Viewer, connection_credentials
+from api.config import SocketLimits
+from api.context import Context, SocketContext
+from api.errors import Unauthenticated
 from api.freshness import SnapshotCache
+from api.live import Live
+from api.metrics import ApiMetrics
+from api.protocols.graphql_transport_ws import TransportWsHandler
+from api.protocols.graphql_ws import GraphQLWsHandler
+from api.protocols.socket import SocketAdapter
 
-_POST_OPERATIONS = OperationType.from_http("POST")
+log = logging.getLogger("api.view")
+
+DEFAULT_LIMITS = SocketLimits()
+
+# A JSON POST gets one JSON answer: no subscriptions (those need WebSocket).
+_POST_OPERATIONS = frozenset(OperationType.from_http("POST") - {OperationType.SUBSCRIPTION})
 _JSON = b"application/json"
 # Accept values that ask for a streamed answer: strawberry's transports.
 _STREAMING = (b"multipart/mixed", b"text/event-stream")
-
-
-class _TextWebSocketAdapter(ASGIWebSocketAdapter):
-    # encode_json returns bytes (orjson); GraphQL over WebSocket wants text frames.
-    async def send_json(self, message: Mapping[str, object]) -> None:
-        await self.ws.send_text(orjson.dumps(message).decode())
 
 
 def _lean(scope: Scope) -> bool:
@@ -78,17 +92,34 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> No
 class ApiGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with orjson, our Context and the lean JSON POST path.
 
-    ``attach`` (from the app's lifespan) hands it the read pool; the Viewer
-    comes from ``api.auth.AuthGate``, which wraps this view.
+    ``attach`` (from the app's lifespan) hands it the read pool and the live
+    half (subscriptions); the Viewer comes from ``api.auth.AuthGate``, which
+    wraps this view, or for WebSocket from connection_init. ``limits`` are
+    the WebSocket limits; ``metrics`` None counts nothing.
     """
 
-    websocket_adapter_class = _TextWebSocketAdapter
+    websocket_adapter_class = SocketAdapter  # type: ignore[assignment]
+    graphql_transport_ws_handler_class = TransportWsHandler
+    graphql_ws_handler_class = GraphQLWsHandler
     pool: asyncpg.Pool | None = None
     snapshots: SnapshotCache | None = None
+    live: Live | None = None
 
-    def attach(self, pool: asyncpg.Pool | None) -> None:
+    def __init__(self, schema: BaseSchema, *, authenticator: Authenticator,
+                 limits: SocketLimits = DEFAULT_LIMITS, metrics: ApiMetrics | None = None,
+                 graphql_ide: Any = "graphiql") -> None:
+        super().__init__(
+            schema, graphql_ide=graphql_ide, keep_alive=True, keep_alive_interval=limits.keepalive_s,
+            connection_init_wait_timeout=timedelta(seconds=limits.init_timeout_s),
+            max_subscriptions_per_connection=limits.max_subscriptions)
+        self.authenticator = authenticator
+        self.limits = limits
+        self.metrics = metrics
+
+    def attach(self, pool: asyncpg.Pool | None, live: Live | None = None) -> None:
         self.pool = pool
         self.snapshots = SnapshotCache(pool) if pool is not None else None
+        self.live = live
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -107,25 +138,51 @@ class ApiGraphQL(GraphQL[Context, None]):
 
     def _context(self, request: Request | WebSocket) -> Context:
         assert self.pool is not None, "ApiGraphQL used before the lifespan attached a pool"
+        if isinstance(request, WebSocket):
+            return SocketContext(self.pool, self.snapshots, request, self.live, self.metrics)
         viewer = request.scope.get(VIEWER_SCOPE_KEY)
         if not isinstance(viewer, Viewer):
             # Only api.auth.AuthGate sets it; it leaves None for the GraphiQL
             # page. Fail closed should an operation come that way.
             raise HTTPException(401, "not authenticated")
-        return Context(self.pool, viewer, self.snapshots, request)
+        return Context(self.pool, viewer, self.snapshots, request, None, self.metrics)
 
     async def get_context(self, request: Request | WebSocket,
                           response: Response | WebSocket | None = None) -> Context:
         return self._context(request)
 
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticate connection_init: its payload's credentials, else the handshake's
+        (already checked by AuthGate). Rejected: the socket is closed (4403)."""
+        if not isinstance(context, SocketContext) or context.request is None:
+            raise ConnectionRejectionError({"message": "not a WebSocket connection"})
+        scope = context.request.scope
+        try:
+            if not self.authenticator.enabled:
+                viewer, expires = ADMIN, None
+            elif (credentials := connection_credentials(context.connection_params)) is not None:
+                viewer, expires = self.authenticator.authenticate_until(credentials)
+            elif isinstance(handshake := scope.get(VIEWER_SCOPE_KEY), Viewer):
+                viewer, expires = handshake, scope.get(EXPIRES_SCOPE_KEY)
+            else:
+                raise Unauthenticated('missing credentials: send connection_init with '
+                                      '{"Authorization": "Bearer <token>"} or {"token": "<token>"}')
+        except Unauthenticated as exc:
+            log.info("WebSocket connection_init refused: %s", exc)
+            raise ConnectionRejectionError({"message": str(exc), "extensions": {"code": exc.code}}) from exc
+        context.authenticate(viewer, expires if isinstance(expires, float) else None)
+        return cast("UnsetType", UNSET)
+
     async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             data = orjson.loads(await _body(receive))
         except orjson.JSONDecodeError:
+            self._count_refused()
             await _send(send, 400, b"Unable to parse request body as JSON", b"text/plain; charset=utf-8")
             return
         problem = _request_problem(data)
         if problem is not None:
+            self._count_refused()
             await _send(send, 400, problem.encode(), b"text/plain; charset=utf-8")
             return
         try:
@@ -147,6 +204,11 @@ class ApiGraphQL(GraphQL[Context, None]):
             await _send(send, 400, exc.as_http_error_reason("POST").encode(), b"text/plain; charset=utf-8")
             return
         await _send(send, 200, orjson.dumps(process_result(result)), _JSON)
+
+    def _count_refused(self) -> None:
+        # Refused before any operation ran (the rest is counted where it runs: api.execution).
+        if self.metrics is not None:
+            self.metrics.request(None, "unknown", False, None)
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)

@@ -124,9 +124,18 @@ async def test_valid_tokens_pass(dsn: str) -> None:
 
 
 async def test_websocket_handshake_needs_a_token(dsn: str) -> None:
+    # Browsers cannot set headers on a WebSocket: without one the socket opens,
+    # and connection_init must carry the token (tests/test_subscriptions_auth.py).
+    # A header that is there is checked at the handshake.
     async with served(dsn, auth="jwt") as host:
+        async with websockets.connect(f"ws://{host}/graphql", subprotocols=[GRAPHQL_WS]) as ws:
+            await ws.send('{"type": "connection_init"}')
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
         with pytest.raises(websockets.exceptions.InvalidStatus):
-            async with websockets.connect(f"ws://{host}/graphql", subprotocols=[GRAPHQL_WS]):
+            async with websockets.connect(f"ws://{host}/graphql", subprotocols=[GRAPHQL_WS],
+                                          additional_headers={"authorization": "Bearer nope"}):
                 pass
         headers = {"authorization": f"Bearer {token()}"}
         async with websockets.connect(f"ws://{host}/graphql", subprotocols=[GRAPHQL_WS],

@@ -31,6 +31,29 @@ async def snapshot(db: ReadDb | ReadPool) -> asyncpg.Record:
     return row
 
 
+# Each projection with what `projections` and `projectionProgress` show: the
+# engine's published state and rate, each partition's checkpoint beside the log
+# end the engine last saw, whether a partition is refused, a running rebuild's
+# progress. The same sources as projector.status.read_status, in one statement.
+PROJECTION_STATUS = Sql(
+    "SELECT p.name, p.version, p.state, p.heartbeat_at, p.events_per_second,"
+    " EXISTS (SELECT 1 FROM refused_partitions r WHERE r.projection = p.name) AS refused,"
+    " coalesce((SELECT jsonb_agg(jsonb_build_array(c.topic, c.partition, c.next_offset, s.end_offset,"
+    "   c.updated_at) ORDER BY c.topic, c.partition) FROM projector_checkpoints c"
+    "   LEFT JOIN partition_status s ON s.topic = c.topic AND s.partition = c.partition"
+    "   WHERE c.projection = p.name), '[]') AS partitions,"
+    " (SELECT b.progress FROM rebuilds b WHERE b.projection = p.name AND b.state = 'RUNNING'"
+    "   ORDER BY b.generation DESC LIMIT 1) AS rebuild"
+    " FROM projections p ORDER BY p.name", ())
+
+
+async def projection_status(db: ReadDb | ReadPool) -> list[asyncpg.Record]:
+    """One record per projection (see PROJECTION_STATUS); jsonb decoded."""
+    rows = await db.fetch(PROJECTION_STATUS) if isinstance(db, ReadDb) else await db.fetch(
+        PROJECTION_STATUS.text)
+    return list(rows)
+
+
 NEWEST_FIRST = Ordering("dead_letters.id_desc", (("id", True),), (int,))
 
 _DEAD_LETTER_COLUMNS = (

@@ -54,13 +54,14 @@ class OrderCriteria:
     min_total: Decimal | None = None
 
 
-def _by_id_sql(scoped: bool) -> Sql:
-    text = f"SELECT {COLUMNS} FROM {table(ORDER_SUMMARY)} WHERE order_id = $1"
+def _by_id_sql(scoped: bool, seq: bool = False) -> Sql:
+    text = f"SELECT {COLUMNS}{', updated_seq' if seq else ''} FROM {table(ORDER_SUMMARY)} WHERE order_id = $1"
     return Sql(text + " AND customer_id = $2" if scoped else text, (ORDER_SUMMARY,))
 
 
 # Built once: the hot path of the API.
 _BY_ID = {False: _by_id_sql(False), True: _by_id_sql(True)}
+_BY_ID_SEQ = {False: _by_id_sql(False, True), True: _by_id_sql(True, True)}
 
 
 async def by_id(db: ReadDb, viewer: Viewer, order_id: str) -> asyncpg.Record | None:
@@ -68,6 +69,13 @@ async def by_id(db: ReadDb, viewer: Viewer, order_id: str) -> asyncpg.Record | N
     if viewer.customer_id is None:
         return await db.fetchrow(_BY_ID[False], order_id)
     return await db.fetchrow(_BY_ID[True], order_id, viewer.customer_id)
+
+
+async def by_id_with_seq(db: ReadDb, viewer: Viewer, order_id: str) -> asyncpg.Record | None:
+    """As :func:`by_id`, with the row's ``updated_seq`` (a subscription's first message)."""
+    if viewer.customer_id is None:
+        return await db.fetchrow(_BY_ID_SEQ[False], order_id)
+    return await db.fetchrow(_BY_ID_SEQ[True], order_id, viewer.customer_id)
 
 
 def _criteria(where: Where, viewer: Viewer, criteria: OrderCriteria) -> None:

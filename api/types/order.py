@@ -1,10 +1,11 @@
-"""Order: one row of order_summary; the `order` and `orders` queries; a customer's orders."""
+"""Order: one row of order_summary; the `order` and `orders` queries; a customer's orders;
+the `orderUpdated` subscription."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -13,7 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 import strawberry
 from strawberry.dataloader import DataLoader
 
+from api.auth import Viewer
 from api.context import ApiInfo, Context
+from api.errors import Forbidden
+from api.fanout import PUSH_STARTED, Subscriber, Watch
 from api.pagination import Page, Window, window
 from api.sql import order_summary
 from api.sql.order_summary import OrderCriteria
@@ -131,6 +135,13 @@ class Order:
         order.__dict__.update(fields)
         return order
 
+    @classmethod
+    def from_feed(cls, r: Mapping[str, Any]) -> Order:
+        """From a row read with its ``updated_seq`` (the change feed, a subscription's first message)."""
+        fields = dict(r)
+        fields.pop("updated_seq", None)
+        return cls.from_row(fields)
+
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not set: `items` of an order made by from_row.
         found = self.__dict__
@@ -229,3 +240,46 @@ async def orders_of_customer(info: ApiInfo, customer_id: str, first: int | None,
     page = await ctx.loader(_customer_pages).load(_CustomerPageKey(customer_id, statuses, win))
     return connection(page, ordering, Order.from_row,
                       lambda: ctx.loader(_customer_counts).load((customer_id, statuses)))
+
+
+def order_watch(viewer: Viewer, field: str, order_id: str | None, customer_id: str | None,
+                status: list[OrderStatus] | None, *, status_changes_only: bool = False) -> Watch:
+    """What an order subscription watches; a customer's is always limited to its own orders."""
+    owner = customer_id
+    if viewer.customer_id is not None:
+        if customer_id is not None and customer_id != viewer.customer_id:
+            raise Forbidden("a customer may subscribe only to its own orders")
+        owner = viewer.customer_id
+    statuses = None if status is None else frozenset(s.value for s in status)
+    return Watch(order_summary.ORDER_SUMMARY, field, key=order_id, owner=owner, statuses=statuses,
+                 status_changes_only=status_changes_only)
+
+
+async def order_updated(
+    info: ApiInfo,
+    order_id: strawberry.ID | None = None,
+    customer_id: strawberry.ID | None = None,
+    status: list[OrderStatus] | None = None,
+) -> AsyncIterator[Order]:
+    """Orders as they change (all given filters must hold; none: every order a viewer may see).
+    With ``orderId``, the order's current state comes first, if it exists."""
+    ctx = info.context
+    live = ctx.require_live()
+    watch = order_watch(ctx.viewer, "orderUpdated", order_id, customer_id, status)
+    return _order_updates(ctx, live.registry.subscribe(watch))
+
+
+async def _order_updates(ctx: Context, subscription: Any) -> AsyncGenerator[Order, None]:
+    # Subscribed before the first read: a change committed meanwhile is sent
+    # after it (or skipped if the first read already showed it: the floor).
+    sub: Subscriber
+    with subscription as sub:
+        key = sub.watch.key
+        if key is not None:
+            row = await order_summary.by_id_with_seq(ctx.db, ctx.viewer, str(key))
+            if row is not None and sub.accepts(row):
+                sub.floor = row["updated_seq"]
+                PUSH_STARTED.set(None)
+                yield Order.from_feed(row)
+        async for change in sub.changes():
+            yield Order.from_feed(change.row)

@@ -1,0 +1,106 @@
+"""Where the change feed stands in one table, and which rows its next read must return. Pure.
+
+A row's ``updated_seq`` is taken when it is written, but transactions commit
+in any order: with two writers (two ``projector run`` instances, or a
+``dlq replay`` beside the engine), batch A may take sequences 100..150, batch
+B 151..200 and commit first. A feed that read "everything above 99" after B's
+commit and moved its cursor to 200 would never see A's rows. So every read
+reports the snapshot it ran in, and the transactions that snapshot saw
+running (``running``, from ``pg_current_snapshot()``) become *suspects* of
+the table, each with the cursor as it was before that read: its rows can only
+lie above it. Once a later snapshot shows a suspect finished, the next read
+also returns the rows that transaction wrote between that cursor and the
+current one (``xmin`` names the writer; ``ReadPlan``). A transaction that is
+neither running at a snapshot nor visible in it started after it, and takes
+sequences above everything the snapshot showed: it needs no such care.
+
+What this does not cover: a writer that took a sequence value but had no
+transaction id yet when a snapshot was taken (between ``nextval()`` and the
+first row write of the same statement, microseconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Rows carry 32-bit xids in xmin; snapshots list 64-bit ones.
+_XID32 = 0xFFFF_FFFF
+
+
+@dataclass(frozen=True, slots=True)
+class TxSnapshot:
+    """The transactions running at a read (32-bit ids, other databases' left out)."""
+
+    running: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str, foreign: Iterable[int] = ()) -> TxSnapshot:
+        """From ``pg_current_snapshot()::text`` (``xmin:xmax:xip,...``)."""
+        try:
+            _, _, xip = text.split(":")
+            running = {int(x) & _XID32 for x in xip.split(",") if x}
+        except ValueError as exc:
+            raise ValueError(f"not a pg_snapshot: {text!r}") from exc
+        return cls(frozenset(running - {int(x) & _XID32 for x in foreign}))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """Rows with ``updated_seq > low`` that are above ``after`` or written by one of ``xids``."""
+
+    low: int
+    after: int
+    xids: tuple[int, ...]
+
+
+class TableCursor:
+    """The highest sequence read from a table, its oid, and its suspects (xid -> lowest
+    sequence its rows may have)."""
+
+    __slots__ = ("oid", "seq", "suspects")
+
+    def __init__(self, seq: int, oid: int | None, suspects: dict[int, int] | None = None) -> None:
+        self.seq = seq
+        self.oid = oid
+        self.suspects: dict[int, int] = dict(suspects or {})
+
+    def plan(self, latest: TxSnapshot) -> ReadPlan:
+        """What the next read must return, given the latest snapshot known (any read's:
+        a transaction finished then is finished in every later one)."""
+        finished = tuple(x for x in self.suspects if x not in latest.running)
+        low = min((self.suspects[x] for x in finished), default=self.seq)
+        return ReadPlan(min(low, self.seq), self.seq, finished)
+
+    def advance(self, plan: ReadPlan, highest: int | None, seen: TxSnapshot) -> bool:
+        """After the read of ``plan`` in snapshot ``seen``; ``highest`` is the largest
+        sequence it returned. True if a suspect has finished since the plan was made:
+        another read is owed (it looks for that transaction's rows)."""
+        for xid in plan.xids:
+            self.suspects.pop(xid, None)
+        for xid in seen.running:
+            self.suspects.setdefault(xid, plan.after)
+        if highest is not None and highest > self.seq:
+            self.seq = highest
+        return any(x not in seen.running for x in self.suspects)
+
+    def reset(self, seq: int, oid: int | None) -> None:
+        """The table was replaced (a rebuild swap): start over at ``seq``."""
+        self.seq = seq
+        self.oid = oid
+        self.suspects.clear()
+
+
+def established(first_top: int, top: int, oid: int | None, snapshot: TxSnapshot,
+                stragglers: Iterable[int]) -> TableCursor:
+    """The cursor of a feed starting now.
+
+    ``first_top`` was the table's highest sequence in a first snapshot; every
+    transaction running then has finished since, except ``stragglers``. ``top``
+    is the highest sequence in ``snapshot``, a second one. A transaction running
+    at the second snapshot started after the first, so its rows lie above
+    ``first_top``; a straggler's could lie anywhere. (A straggler that ends
+    before the first read is then looked for at once: ``advance`` owes a read.)
+    """
+    late = set(stragglers)
+    return TableCursor(top, oid, {x: 0 if x in late else first_top for x in snapshot.running})

@@ -1,0 +1,401 @@
+"""Subscription latency and memory: Kafka produce -> projector -> change feed -> WebSocket frame.
+
+    python bench/bench_subscriptions.py [--quick] [--load 2000] [--connections 100]
+        [--per-connection 10] [--idle 10000] [--poll-timeout-ms 200]
+
+On this machine, in three processes besides the embedded PostgreSQL (durable)
+and broker: the projector (``projector.engine.Engine``, all projections), the
+API (uvicorn, uvloop, httptools: ``api.app.create_app``) and this driver.
+
+1. Background load: the simulator's orders published at ``--load`` events/s
+   for the whole run (nobody subscribes to them).
+2. Latency: ``--connections`` WebSocket connections (graphql-transport-ws)
+   with ``--per-connection`` ``orderUpdated(orderId)`` subscriptions each, one
+   per tracer order. Tracer orders get their events one step at a time (one
+   event per order per step, steps STEP_S apart), each timed from the
+   producer's ``send()``; a frame showing ``eventCount = k`` closes the timing
+   of that order's k-th event.
+3. Memory: ``--idle`` more subscriptions (50 per connection) on orders that
+   never change; the API process's RSS is read then.
+
+Prints p50/p99/max latency, frames received vs expected, the API's CPU and
+RSS, and writes bench/results/subscriptions.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import psutil
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import percentile, stack, write_results
+
+from api.sql.changes import FEED_INDEXES
+from projector.events import DEFAULT_TOPICS
+
+STEP_S = 2.0  # between two events of one tracer order: far above any latency measured
+SUBSCRIBE = "subscription($id: ID!) { orderUpdated(orderId: $id) { orderId status eventCount } }"
+
+
+# --- the two servers, each in a process of its own ----------------------------------------
+
+
+async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_ms: int,
+                     fetch_max_wait_ms: int) -> None:
+    from projector import engine as engine_module
+    from projector.db import create_pool
+    from projector.engine import Engine
+    from projector.projections import ALL
+    from projector.settings import Settings
+
+    if fetch_max_wait_ms > 0:
+        # What an engine setting would do (the engine leaves aiokafka's 500 ms):
+        # how long the broker may hold a fetch. Kafka answers a fetch as soon as
+        # one record arrives; the embedded broker answers at the deadline.
+        consumer_class = engine_module.AIOKafkaConsumer
+
+        def consumer(*args: Any, **kwargs: Any) -> Any:
+            return consumer_class(*args, fetch_max_wait_ms=fetch_max_wait_ms, **kwargs)
+
+        engine_module.AIOKafkaConsumer = consumer  # type: ignore[attr-defined]
+
+    settings = Settings(database_url=dsn, kafka_bootstrap_servers=bootstrap, topics=tuple(topics),
+                        poll_timeout_ms=poll_timeout_ms)
+    pool = await create_pool(dsn, min_size=1, max_size=4)
+    engine = Engine(settings, pool, ALL, group_id=None)
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    await engine.run(stopping)
+    await pool.close()
+    commits = sorted(c[0] for c in engine.commit_log)
+    sizes = sorted(c[1] for c in engine.commit_log)
+    print(json.dumps({"events": engine.events_applied, "batches": engine.batches_committed,
+                      "commit_p50_ms": 1000 * percentile(commits, 0.5),
+                      "commit_p99_ms": 1000 * percentile(commits, 0.99),
+                      "batch_p50_records": percentile([float(s) for s in sizes], 0.5)}), flush=True)
+
+
+def run_api(dsn: str, port: int) -> None:
+    import uvicorn
+
+    from api.app import create_app
+    from projector.settings import Settings
+
+    app = create_app(Settings(database_url=dsn))
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", lifespan="on",
+                log_level="warning", access_log=False)
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+@dataclass
+class Tracking:
+    sent: dict[tuple[str, int], float] = field(default_factory=dict)  # (order, k-th event) -> sent at
+    latencies: list[float] = field(default_factory=list)
+    frames: int = 0
+    unmatched: int = 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _database(admin_url: str) -> str:
+    from projector.db import migrate
+    from projector.projections import ALL
+
+    name = f"bench_subs_{uuid.uuid4().hex[:6]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = f"{admin_url.rpartition('/')[0]}/{name}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, ALL)
+        for statement in FEED_INDEXES:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    return dsn
+
+
+def _stories(topics: Sequence[str], orders: int, seed: int) -> list[list[Any]]:
+    """Each simulated order's valid records, in order (no duplicates, invalid or keyless ones)."""
+    from projector.simulator import SimulationOptions, generate, topic_map_for
+
+    by_order: dict[str, list[Any]] = defaultdict(list)
+    options = SimulationOptions(orders=orders, seed=seed, topic_map=topic_map_for(topics), keyless=0.0)
+    for record in generate(options):
+        if record.event is not None:
+            by_order[record.event.order_id].append(record)
+    return list(by_order.values())
+
+
+@contextlib.asynccontextmanager
+async def _subscribed(url: str, order_ids: Sequence[str], tracking: Tracking | None,
+                      ready: list[int]) -> AsyncIterator[None]:
+    """One connection with a subscription per order id; frames timed into ``tracking``."""
+    async with websockets.connect(url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")],
+                                  max_size=None, ping_interval=None, compression=None) as ws:
+        await ws.send('{"type":"connection_init"}')
+        assert orjson.loads(await ws.recv())["type"] == "connection_ack"
+        for i, order_id in enumerate(order_ids):
+            await ws.send(orjson.dumps({"type": "subscribe", "id": str(i), "payload": {
+                "query": SUBSCRIBE, "variables": {"id": order_id}}}).decode())
+        ready.append(len(order_ids))
+
+        async def read() -> None:
+            async for raw in ws:
+                now = time.monotonic()
+                message = orjson.loads(raw)
+                if message["type"] == "ping":
+                    await ws.send('{"type":"pong"}')
+                    continue
+                if message["type"] != "next" or tracking is None:
+                    continue
+                row = message["payload"]["data"]["orderUpdated"]
+                tracking.frames += 1
+                sent = tracking.sent.get((row["orderId"], row["eventCount"]))
+                if sent is None:
+                    tracking.unmatched += 1
+                else:
+                    tracking.latencies.append(now - sent)
+
+        reader = asyncio.create_task(read())
+        try:
+            yield
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, websockets.exceptions.ConnectionClosed):
+                await reader
+
+
+async def _tracers(bootstrap: str, stories: list[list[Any]], tracking: Tracking) -> int:
+    """Each tracer order's k-th event in step k, the steps STEP_S apart; returns events sent."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+    await producer.start()
+    sent = 0
+    try:
+        for step in range(max(len(s) for s in stories)):
+            started = time.monotonic()
+            batch = [(s[step], step + 1) for s in stories if step < len(s)]
+            for i, (record, k) in enumerate(batch):
+                # Spread over the step: a steady trickle, not a burst.
+                ahead = started + i * (STEP_S * 0.8) / len(batch) - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                tracking.sent[(record.event.order_id, k)] = time.monotonic()
+                await producer.send(record.topic, record.value, key=record.key, headers=list(record.headers))
+                sent += 1
+            await asyncio.sleep(max(0.0, started + STEP_S - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def _push_quantiles(port: int, name: str = "api_subscription_push_seconds") -> tuple[float, float]:
+    """p50 and p99 (ms, bucket upper bounds) of one of the API's histograms."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    buckets = [(float(s.labels["le"]), s.value) for f in text_string_to_metric_families(text)
+               if f.name == name for s in f.samples if s.name.endswith("_bucket")]
+    total = max((v for _, v in buckets), default=0.0)
+
+    def quantile(q: float) -> float:
+        return next((1000 * le for le, v in sorted(buckets) if total and v >= q * total), float("nan"))
+
+    return quantile(0.5), quantile(0.99)
+
+
+async def _watch_lag(port: int, lags: list[int]) -> None:
+    """The projector's lag (events behind the log ends), once a second, from the API."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
+                body = (await http.post("/graphql", json={"query": "{ projections { name lag } }"})).json()
+                lags.append(max(p["lag"] or 0 for p in body["data"]["projections"]))
+            await asyncio.sleep(1)
+
+
+async def _api_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise SystemExit("the API process exited at start")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise SystemExit("the API did not become ready")
+
+
+async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dict[str, Any]:
+    from projector.simulator import SimulationOptions, generate, publish, topic_map_for
+    from projector.topics import ensure_topics
+
+    topics = tuple(f"bench-{uuid.uuid4().hex[:6]}.{t}" for t in DEFAULT_TOPICS)
+    await ensure_topics(bootstrap, topics)
+    dsn = await _database(admin_url)
+    port = free_port()
+    here = str(Path(__file__).resolve())
+    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    engine = subprocess.Popen([sys.executable, here, "--role", "engine", dsn, bootstrap, ",".join(topics),
+                               str(args.poll_timeout_ms), str(args.fetch_max_wait_ms)],
+                              stdout=subprocess.PIPE, env=env)
+    api = subprocess.Popen([sys.executable, here, "--role", "api", dsn, str(port)], env=env)
+    url = f"ws://127.0.0.1:{port}/graphql"
+    try:
+        await _api_ready(port, api)
+        api_proc = psutil.Process(api.pid)
+        tracers = _stories(topics, args.connections * args.per_connection, seed=77)
+        duration_s = STEP_S * (max(len(s) for s in tracers) + 3) + 30
+        background = SimulationOptions(orders=int(args.load * duration_s / 5.0) + 1000, seed=78,
+                                       topic_map=topic_map_for(topics))
+        load = asyncio.create_task(publish(generate(background), bootstrap, rate=args.load))
+        print(f"background load: {args.load:,} events/s; warming up", flush=True)
+        await asyncio.sleep(8)
+
+        tracking = Tracking()
+        ready: list[int] = []
+        ids = [s[0].event.order_id for s in tracers]
+        async with contextlib.AsyncExitStack() as stack_:
+            for c in range(args.connections):
+                chunk = ids[c * args.per_connection:(c + 1) * args.per_connection]
+                await stack_.enter_async_context(_subscribed(url, chunk, tracking, ready))
+            await asyncio.sleep(1)
+            print(f"{sum(ready):,} subscriptions over {len(ready)} connections; tracer events for "
+                  f"{len(tracers):,} orders, one per order every {STEP_S:g} s", flush=True)
+            cpu0, t0 = api_proc.cpu_times(), time.monotonic()
+            lags: list[int] = []
+            watcher = asyncio.create_task(_watch_lag(port, lags))
+            sent = await _tracers(bootstrap, tracers, tracking)
+            watcher.cancel()
+            await asyncio.sleep(3)
+            push = await _push_quantiles(port)
+            rounds = await _push_quantiles(port, "api_feed_read_seconds")
+            cpu1, t1 = api_proc.cpu_times(), time.monotonic()
+            api_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
+            rss_busy = api_proc.memory_info().rss
+
+            print(f"opening {args.idle:,} idle subscriptions", flush=True)
+            idle_ready: list[int] = []
+            opened = time.monotonic()
+            for c in range(0, args.idle, 50):
+                chunk = [f"idle-{i}" for i in range(c, min(args.idle, c + 50))]
+                await stack_.enter_async_context(_subscribed(url, chunk, None, idle_ready))
+            await asyncio.sleep(5)
+            rss_idle = api_proc.memory_info().rss
+            subscribed_s = time.monotonic() - opened
+        load.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await load
+        lat = sorted(tracking.latencies)
+        return {
+            "load_events_per_s": args.load,
+            "subscriptions": sum(ready), "connections": len(ready),
+            "tracer_events_sent": sent, "frames": tracking.frames, "matched": len(lat),
+            "unmatched_frames": tracking.unmatched,
+            "latency_p50_ms": 1000 * percentile(lat, 0.5), "latency_p99_ms": 1000 * percentile(lat, 0.99),
+            "latency_max_ms": 1000 * lat[-1] if lat else None,
+            "projector_lag_max": max(lags, default=None), "projector_lag_median": percentile(
+                [float(x) for x in lags], 0.5),
+            "api_push_p50_ms": push[0], "api_push_p99_ms": push[1],
+            "feed_round_p50_ms": rounds[0], "feed_round_p99_ms": rounds[1],
+            "api_cpu_cores_during_tracers": api_cpu,
+            "api_rss_mb_busy": rss_busy / 2**20,
+            "idle_subscriptions": sum(idle_ready) + sum(ready),
+            "idle_connections": len(idle_ready) + len(ready),
+            "idle_subscribe_s": subscribed_s,
+            "api_rss_mb_with_idle": rss_idle / 2**20,
+            "poll_timeout_ms": args.poll_timeout_ms,
+            "fetch_max_wait_ms": args.fetch_max_wait_ms or 500,
+        }
+    finally:
+        api.send_signal(signal.SIGINT)
+        engine.send_signal(signal.SIGTERM)
+        out, _ = engine.communicate(timeout=60)
+        api.wait(timeout=60)
+        lines = out.decode().strip().splitlines()
+        if lines:
+            print(f"engine: {lines[-1]}", flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--role":
+        if sys.argv[2] == "engine":
+            import uvloop
+            uvloop.run(run_engine(sys.argv[3], sys.argv[4], sys.argv[5].split(","), int(sys.argv[6]),
+                                  int(sys.argv[7])))
+        else:
+            run_api(sys.argv[3], int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run")
+    parser.add_argument("--load", type=int, default=2000, help="background events/s (default 2,000)")
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--per-connection", type=int, default=10)
+    parser.add_argument("--idle", type=int, default=10_000)
+    parser.add_argument("--poll-timeout-ms", type=int, default=200)
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=0,
+                        help="the engine consumer's fetch_max_wait_ms (0: aiokafka's default, 500)")
+    args = parser.parse_args()
+    if args.quick:
+        args.connections, args.per_connection, args.idle, args.load = 10, 10, 500, 500
+    import uvloop
+    with stack(durable=True) as s:
+        figures = uvloop.run(drive(args, s.admin_url, s.bootstrap))
+    lost = figures["tracer_events_sent"] - figures["matched"]
+    print()
+    print(f"subscriptions  {figures['subscriptions']:,} over {figures['connections']} connections, "
+          f"background {figures['load_events_per_s']:,} events/s")
+    print(f"latency        p50 {figures['latency_p50_ms']:.1f} ms (target < 50), "
+          f"p99 {figures['latency_p99_ms']:.1f} ms (target < 250), max {figures['latency_max_ms']:.1f} ms")
+    print(f"frames         {figures['frames']:,} for {figures['tracer_events_sent']:,} tracer events "
+          f"({lost:,} coalesced or missing, {figures['unmatched_frames']} unmatched)")
+    print(f"projector lag  median {figures['projector_lag_median']:,.0f} events, "
+          f"max {figures['projector_lag_max']:,} (sampled every second)")
+    print(f"API share      notification -> frame written: p50 <= {figures['api_push_p50_ms']:g} ms, "
+          f"p99 <= {figures['api_push_p99_ms']:g} ms; feed round p50 <= {figures['feed_round_p50_ms']:g} ms, "
+          f"p99 <= {figures['feed_round_p99_ms']:g} ms (histogram buckets)")
+    print(f"API            {figures['api_cpu_cores_during_tracers']:.2f} cores, "
+          f"RSS {figures['api_rss_mb_busy']:.0f} MB")
+    print(f"idle           {figures['idle_subscriptions']:,} subscriptions over "
+          f"{figures['idle_connections']} connections (opened in {figures['idle_subscribe_s']:.1f} s): "
+          f"API RSS {figures['api_rss_mb_with_idle']:.0f} MB (target < 1024)")
+    path = write_results("subscriptions", figures)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
