@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+import orjson
 
 from projector.checkpoints import FROM_LOG_START
 
@@ -37,6 +39,9 @@ class ProjectionStatus:
     heartbeat_age_s: float | None
     dead_letters: int
     partitions: tuple[PartitionStatus, ...] = field(default=())
+    partial: bool = False
+    # A running rebuild: {generation, phase, done, total, events_per_second, eta_s}.
+    rebuild: dict[str, Any] | None = None
 
     @property
     def lag(self) -> int:
@@ -57,6 +62,14 @@ async def read_status(conn: asyncpg.Connection) -> list[ProjectionStatus]:
         " ORDER BY c.projection, c.topic, c.partition")
     letters = dict(await conn.fetch(
         "SELECT projection, count(*) FROM dead_letters GROUP BY projection"))
+    rebuilds: dict[str, dict[str, Any]] = {}
+    for r in await conn.fetch("SELECT projection, generation, progress::text AS progress"
+                              " FROM rebuilds WHERE state = 'RUNNING' ORDER BY generation"):
+        info = orjson.loads(r["progress"])
+        info.pop("partitions", None)
+        rebuilds[r["projection"]] = {"generation": r["generation"], **info}
+    partial = {r["name"] for r in await conn.fetch(
+        "SELECT name FROM projections WHERE partial")}
     shared = int(letters.get("*", 0))
     by_name: dict[str, list[PartitionStatus]] = {}
     for r in parts:
@@ -73,7 +86,8 @@ async def read_status(conn: asyncpg.Connection) -> list[ProjectionStatus]:
             events_per_second=float(p["events_per_second"]), last_event_at=p["last_event_at"],
             heartbeat_at=p["heartbeat_at"],
             heartbeat_age_s=None if p["age"] is None else float(p["age"]),
-            dead_letters=shared + int(letters.get(p["name"], 0)), partitions=partitions))
+            dead_letters=shared + int(letters.get(p["name"], 0)), partitions=partitions,
+            partial=p["name"] in partial, rebuild=rebuilds.get(p["name"])))
     return out
 
 

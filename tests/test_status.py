@@ -62,3 +62,23 @@ async def test_status_reports_lag_state_and_exit_codes(
         assert code == 1 and "orders  v1  FAILED" in out and "REFUSED" in out
     finally:
         await pool.close()
+
+
+async def test_status_shows_a_running_rebuild(
+    pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = await migrated_pool(pg_dsn)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO rebuilds (projection, generation, version, state, tables, progress)"
+                " VALUES ('orders', 3, 1, 'RUNNING', '{}', $1::jsonb)",
+                json.dumps({"phase": "loading", "done": 250, "total": 1000,
+                            "events_per_second": 5000.0, "eta_s": 0.15, "partitions": []}))
+        code, out = await _status(capsys, pg_dsn)
+        assert code == 0 and "REBUILDING #3: loading 250/1,000 (25%)" in out
+        code, out = await _status(capsys, pg_dsn, "--json")
+        orders = next(p for p in json.loads(out) if p["name"] == "orders")
+        assert orders["rebuild"]["done"] == 250 and orders["rebuild"]["generation"] == 3
+    finally:
+        await pool.close()

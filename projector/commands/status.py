@@ -45,6 +45,16 @@ def render(statuses: list[ProjectionStatus]) -> str:
             f"  lag {p.lag:,} events   {p.events_per_second:,.0f} events/s   last event "
             f"{p.last_event_at.isoformat() if p.last_event_at else '-'}   heartbeat {beat}   "
             f"dead letters {p.dead_letters:,}")
+        if p.partial:
+            lines.append("  PARTIAL: rebuilt from a log that no longer started at offset 0")
+        if p.rebuild:
+            r = p.rebuild
+            total = r.get("total") or 0
+            pct = f"{100 * (r.get('done') or 0) / total:.0f}%" if total else "-"
+            eta = "-" if r.get("eta_s") is None else f"{r['eta_s']:,.0f} s"
+            lines.append(f"  REBUILDING #{r['generation']}: {r.get('phase')} "
+                         f"{r.get('done', 0):,}/{total:,} ({pct})  "
+                         f"{r.get('events_per_second', 0):,.0f} events/s  ETA {eta}")
         if p.partitions:
             width = max(len(x.topic) for x in p.partitions)
             lines.append(f"  {'topic':<{width}}  part  {'checkpoint':>10}  {'end':>10}  {'lag':>8}")
