@@ -16,10 +16,9 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from readmodels import stored_form
 
 from projector.events import EVENT_TYPES, Event
-from projector.projections import customer_summary, order_store
+from projector.projections import customer_summary
 from projector.projections.order_summary import OrderRow, fold, fold_all
 from projector.projections.orders import OrdersPlan, Totals, plan, totals
 
@@ -182,12 +181,3 @@ def test_replaying_a_whole_stream_changes_nothing(case: tuple[list[Event], list[
     again = plan(current, list(reversed(stream)))
     assert (again.rows, again.customers, again.customer_bounds) == ((), {}, {})
     assert (again.products, again.days, again.recompute_customers) == ({}, {}, ())
-
-
-@settings(max_examples=300, deadline=None)
-@given(deliveries())
-def test_the_stored_form_rebuilds_every_row(case: tuple[list[Event], list[Event]]) -> None:
-    """Columns plus the slim merge_state are the whole merge state: a reload merges on exactly."""
-    events, _ = case
-    for row in fold_everything(events).values():
-        assert order_store.from_stored(stored_form(row)) == row

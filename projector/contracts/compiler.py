@@ -19,7 +19,6 @@ Output, for a schema node:
   absent optional one as None, unknown ones dropped;
 * array with ``items``: a tuple of the items' outputs;
 * ``"type": "integer"``: an int (JSON Schema counts ``2.0`` as an integer);
-* ``"type": "number"``: the number as parsed, a float rather than a ``NumberLiteral``;
 * ``"x-decode": "money"`` / ``"timestamp"`` (set by the registry on fields that
   ``$ref`` those definitions): :func:`to_decimal` / :func:`to_datetime`;
 * anything else: the value as parsed.
@@ -156,9 +155,6 @@ class _Generator:
             self.emit(ind + 1, "raise _INVALID")
 
         decode = schema.get("x-decode")
-        if decode is None and "number" in types and out == x:
-            # The decoder re-reads numbers as NumberLiteral (a float keeping its text): hand on a float.
-            out = f"(float({x}) if type({x}) is _NumberLiteral else {x})"
         if decode is not None:
             fn = {"money": "_money", "timestamp": "_ts"}.get(decode)
             if fn is None:
