@@ -7,9 +7,11 @@ Generates OrderPlaced messages (1-4 items) with the simulator, then times
 workloads: ``mixed`` (the simulator's default producer variety: 10% nested
 "data" form, 10% RFC 3339 timestamps, 10% string amounts, ~4% legacy v1 that
 is upcast) and ``v2_flat`` (every message flat, current version, integer
-timestamps). As yardsticks for the machine it also times ``orjson.loads``
-alone and ``orjson.loads`` plus building the (frozen) Event without any
-validation or normalisation, the least a decoder can do. Prints events/s and
+timestamps). For comparison it times the reference path alone
+(``Decoder(fast=False)``, what the fast path falls back to) on ``mixed``, and
+counts the messages the fast path decides alone. As yardsticks for the machine
+it also times ``orjson.loads`` alone and ``orjson.loads`` plus building the
+(frozen) Event without any validation or normalisation. Prints events/s and
 writes bench/results/decode.json.
 """
 
@@ -94,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     decoder = Decoder()
+    reference = Decoder(fast=False)
     started = time.perf_counter()
     workloads = {
         "mixed": messages(args.messages),
@@ -106,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = [v for v, k in batch if not isinstance(decoder.decode(v, k), Event)]
         if bad:
             raise SystemExit(f"{name}: {len(bad)} messages did not decode, e.g. {bad[0]!r}")
+    assert decoder.fast_path is not None
+    fast_share = sum(decoder.fast_path.decode(v, k, ()) is not None
+                     for v, k in workloads["mixed"]) / len(workloads["mixed"])
 
     results: dict[str, Any] = {}
     for name, batch in workloads.items():
@@ -118,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print(f"decode {name:8s} {rate:>12,.0f} events/s  ({1e6 / rate:.2f} us/event; "
               f"{cpu_rate:,.0f} per CPU second)")
+    gc.collect()
+    ref_rate, ref_cpu_rate = bench_decode(reference, workloads["mixed"], args.repeat)
+    print(f"reference mixed   {ref_rate:>12,.0f} events/s  ({1e6 / ref_rate:.2f} us/event; "
+          f"{ref_cpu_rate:,.0f} per CPU second; the path the fast one falls back to)")
+    print(f"fast path share   {fast_share:>12.1%} of mixed decided without the reference path")
     values = [v for v, _ in workloads["mixed"]]
     loads = orjson.loads
 
@@ -146,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "best_of": args.repeat,
         "events_per_s": results["mixed"]["events_per_s"],
         "workloads": results,
+        "reference_mixed": {
+            "events_per_s": round(ref_rate),
+            "us_per_event": round(1e6 / ref_rate, 3),
+            "events_per_cpu_s": round(ref_cpu_rate),
+        },
+        "fast_path_share_mixed": round(fast_share, 4),
         "parse_only_messages_per_s": round(parse_rate),
         "parse_and_event_messages_per_s": round(floor_rate),
         "python": platform.python_version(),

@@ -19,6 +19,7 @@ Output, for a schema node:
   absent optional one as None, unknown ones dropped;
 * array with ``items``: a tuple of the items' outputs;
 * ``"type": "integer"``: an int (JSON Schema counts ``2.0`` as an integer);
+* ``"type": "number"``: the number as parsed, a float rather than a ``NumberLiteral``;
 * ``"x-decode": "money"`` / ``"timestamp"`` (set by the registry on fields that
   ``$ref`` those definitions): :func:`to_decimal` / :func:`to_datetime`;
 * anything else: the value as parsed.
@@ -52,13 +53,15 @@ class Invalid(Exception):
 _INVALID = Invalid()
 _MISSING = object()
 _MONEY_CACHE_MAX = 4096
-_money_cache: dict[Any, Decimal] = {}
+_money_cache: dict[str | int, Decimal] = {}
 
 
 def _money(value: Any) -> Decimal:
-    # Prices repeat (a few hundred SKUs), so memoise; Decimals are immutable.
-    # A NumberLiteral hashes like the float it rounds to: never cache it.
-    if type(value) is NumberLiteral:
+    # Prices repeat (a few hundred SKUs), so memoise strings and ints; Decimals are
+    # immutable. Not floats: 0 == -0.0 and 1 == 1.0 share a key, not a Decimal ("1" vs "1.0"),
+    # and a NumberLiteral hashes like the float it rounds to.
+    kind = type(value)
+    if kind is not str and kind is not int:
         return to_decimal(value)
     cached = _money_cache.get(value)
     if cached is None:
@@ -155,6 +158,9 @@ class _Generator:
             self.emit(ind + 1, "raise _INVALID")
 
         decode = schema.get("x-decode")
+        if decode is None and "number" in types and out == x:
+            # The decoder re-reads numbers as NumberLiteral (a float keeping its text): hand on a float.
+            out = f"(float({x}) if type({x}) is _NumberLiteral else {x})"
         if decode is not None:
             fn = {"money": "_money", "timestamp": "_ts"}.get(decode)
             if fn is None:

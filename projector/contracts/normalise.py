@@ -1,21 +1,19 @@
 """Turning validated JSON values into the values an Event carries. Pure code.
 
-Money. orjson parses a JSON number with a fraction into a float, and a float
-is turned into a Decimal through ``repr``, the shortest string that reads
-back as the same float. For a literal of at most 15 significant digits that
-string has the literal's value exactly (doubles hold 15 decimal digits: two
-different 15-digit decimals never share a double), so ``0.1`` gives
-``Decimal("0.1")``, not the binary ``0.1000000000000000055...``. A literal of
-16 or more digits may have lost some in the float, and the float cannot tell
-(``0.10000000000000001`` reads back as ``0.1``). So the decoder first looks at
-the raw bytes (:func:`has_long_number`): a message with a run of 16 or more
-digits anywhere is parsed a second time with the standard library, which
-keeps each number's text (:class:`NumberLiteral`). That also covers integers
-beyond 64 bits, which orjson silently turns into floats. Every amount is thus
-exact; the common case pays one ``bytes.translate``.
-Decimals keep the producer's exponent when they can (``"12.50"`` stays
-``Decimal("12.50")``, the number ``12.50`` becomes ``Decimal("12.5")``); the
-values compare equal either way.
+Money is exact and keeps the producer's digits: the number ``12.50`` and the
+string ``"12.50"`` both become ``Decimal("12.50")``, ``0.1`` stays
+``Decimal("0.1")``, a 20-digit amount keeps its 20 digits. The fast path gets
+this from msgspec (``float_hook=Decimal`` reads the literal text). The
+reference path parses with orjson, whose floats lose the literal, then reads
+the message again keeping each number's text (:func:`loads_exact`,
+:class:`NumberLiteral`); that also keeps integers beyond 64 bits, which
+orjson turns into floats. Should that second reading
+fail (nesting deeper than Python's recursion limit), the orjson floats are
+used through ``repr``, the shortest string that reads back as the same float:
+for a literal of at most 15 significant digits it has the literal's value
+(two different 15-digit decimals never share a double), only maybe not its
+trailing zeros; a message with a longer number (:func:`has_long_number`) is
+then refused.
 
 Timestamps. An integer is Unix time in seconds; a string is RFC 3339 with an
 offset (the schema's pattern guarantees it). Both become timezone-aware UTC
@@ -27,6 +25,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 
 class NumberLiteral(float):
@@ -42,6 +42,32 @@ class NumberLiteral(float):
         self = super().__new__(cls, text)
         self.text = text
         return self
+
+
+def exact_number(text: str) -> float:
+    """A float that remembers its literal (the ``float_hook`` of :func:`loads_exact`).
+
+    Except a negative literal too small for a double (``-1e-400``): the float
+    is ``-0.0``, which passes ``minimum: 0``, so it is kept as that float (and
+    becomes ``Decimal("-0.0")``) rather than carry a negative text.
+    """
+    value = NumberLiteral(text)
+    if value == 0.0 and Decimal(text) < 0:
+        return float(text)
+    return value
+
+
+# msgspec rather than json.loads: half the time, and integers of any size stay exact.
+_exact_decoder = msgspec.json.Decoder(float_hook=exact_number)
+
+
+def loads_exact(raw: bytes) -> Any:
+    """Parse JSON keeping every number's literal text (:class:`NumberLiteral`).
+
+    Raises ValueError (an integer of over 4,300 digits, invalid JSON) or
+    RecursionError (nesting deeper than ~1,000, where orjson allows 1,024).
+    """
+    return _exact_decoder.decode(raw)
 
 
 # Digits and the decimal point -> "9", everything else -> " ".

@@ -25,8 +25,8 @@ any keyword outside that subset.
 from __future__ import annotations
 
 import json
-import posixpath
 import os
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +75,7 @@ class Catalogue:
 
     envelope: Validator
     build_envelope: Builder
+    envelope_schema: Mapping[str, Any]  # with every $ref inlined
     contracts: Mapping[tuple[str, int], Contract]
     current: Mapping[str, int]  # event type -> highest version
 
@@ -126,6 +127,7 @@ def load_catalogue(schema_dir: Path = SCHEMA_DIR) -> Catalogue:
     return Catalogue(
         envelope=envelope,
         build_envelope=compile_builder(envelope_schema, "envelope"),
+        envelope_schema=envelope_schema,
         contracts=contracts,
         current=current,
     )
