@@ -14,6 +14,7 @@ import logging
 import secrets
 
 from graphql import GraphQLError
+from strawberry.schema.exceptions import InvalidOperationTypeError
 
 from projector.errors import ProjectorError
 
@@ -61,6 +62,11 @@ def mask(errors: list[GraphQLError]) -> list[GraphQLError]:
         if isinstance(original, ApiError):
             error.extensions = {**(error.extensions or {}), "code": original.code}
             out.append(error)
+        elif isinstance(original, InvalidOperationTypeError):
+            # Only the legacy graphql-ws protocol gets here (it runs subscriptions only).
+            out.append(GraphQLError(
+                f"{original.as_http_error_reason('graphql-ws')}: send them over HTTP or "
+                "graphql-transport-ws", extensions={"code": ApiError.code}))
         elif _is_expected(error):
             out.append(error)
         else:

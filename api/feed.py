@@ -272,9 +272,11 @@ class ChangeFeed:
                 self.registry.dispatch(changes)
                 if self.metrics:
                     self.metrics.feed_rows.labels(spec.name).inc(len(rows))
-            owed = cursor.advance(plan, rows[-1]["updated_seq"] if rows else None, seen)
-            print("READ", spec.name, len(rows), plan, "seen", sorted(seen.running), "susp", cursor.suspects, "owed", owed, flush=True)
-            if len(rows) < FEED_PAGE_ROWS and not owed:
+            if cursor.advance(plan, rows[-1]["updated_seq"] if rows else None, seen):
+                # A transaction seen running has finished: look for its rows in the
+                # next round (not in a loop here, which a busy database would keep going).
+                self._mark({spec.name})
+            if len(rows) < FEED_PAGE_ROWS:
                 return
 
     def _seen(self, head: asyncpg.Record) -> TxSnapshot:

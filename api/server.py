@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Iterator
 
 import uvicorn
 
 from api.app import create_app
+from api.limits import MAX_BODY_BYTES
 from projector.settings import Settings
 
 
@@ -23,9 +25,13 @@ class _Server(uvicorn.Server):
 async def serve_api(settings: Settings, stopping: asyncio.Event,
                     started: asyncio.Event | None = None) -> None:
     """Serve until ``stopping`` is set, then shut down gracefully."""
+    # WebSocket: a ping every 20 s, a peer silent 20 s after one is dropped (the
+    # protocol keep-alives of api.protocols do not detect a dead peer); a client
+    # message is at most MAX_BODY_BYTES, like an HTTP body.
     config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
                             log_level=settings.log_level.lower(), access_log=False,
-                            lifespan="on", ws_ping_interval=20, ws_ping_timeout=20)
+                            lifespan="on", ws_ping_interval=20, ws_ping_timeout=20,
+                            ws_max_size=MAX_BODY_BYTES)
     server = _Server(config)
 
     async def watch() -> None:
@@ -36,6 +42,11 @@ async def serve_api(settings: Settings, stopping: asyncio.Event,
         # uvicorn exposes `started` as a plain flag, not an event.
         while not server.started and not server.should_exit:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        if server.started:
+            # What exists now (modules, the schema, pools) lives as long as the
+            # process: the cyclic GC need not walk it again in every full
+            # collection, a pause that delays every subscription's frames.
+            gc.freeze()
         if started is not None and server.started:
             started.set()
 

@@ -54,6 +54,7 @@ from common import percentile, stack, write_results
 from api.sql.changes import FEED_INDEXES
 from projector.events import DEFAULT_TOPICS
 
+HERE = str(Path(__file__).resolve())
 STEP_S = 2.0  # between two events of one tracer order: far above any latency measured
 SUBSCRIBE = "subscription($id: ID!) { orderUpdated(orderId: $id) { orderId status eventCount } }"
 
@@ -97,14 +98,19 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
 
 
 def run_api(dsn: str, port: int) -> None:
-    import uvicorn
+    """As `projector serve` runs it (api.server.serve_api), until SIGTERM or SIGINT."""
+    import uvloop
 
-    from api.app import create_app
+    from api.server import serve_api
     from projector.settings import Settings
 
-    app = create_app(Settings(database_url=dsn))
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", lifespan="on",
-                log_level="warning", access_log=False)
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+        await serve_api(Settings(database_url=dsn, api_port=port, log_level="WARNING"), stopping)
+
+    uvloop.run(serve())
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -116,6 +122,29 @@ class Tracking:
     latencies: list[float] = field(default_factory=list)
     frames: int = 0
     unmatched: int = 0
+
+
+def _cpu_by_owner() -> tuple[float, float]:
+    """CPU seconds used so far by this run's processes and by everything else on the machine."""
+    mine = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
+    ours = others = 0.0
+    for proc in psutil.process_iter(["pid", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if times is None:
+            continue
+        used = times.user + times.system
+        if proc.info["pid"] in mine:
+            ours += used
+        else:
+            others += used
+    return ours, others
+
+
+def _spawn(role: str, *args: str) -> subprocess.Popen[bytes]:
+    """This script in a process of its own, as the projector or the API."""
+    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, HERE, "--role", role, *args], env=env,
+                            stdout=subprocess.PIPE if role == "engine" else None)
 
 
 def free_port() -> int:
@@ -267,22 +296,21 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
     topics = tuple(f"bench-{uuid.uuid4().hex[:6]}.{t}" for t in DEFAULT_TOPICS)
     await ensure_topics(bootstrap, topics)
     dsn = await _database(admin_url)
+    # Made before the clock starts: generating them costs the driver more CPU than sending.
+    tracers = _stories(topics, args.connections * args.per_connection, seed=77)
+    duration_s = STEP_S * (max(len(s) for s in tracers) + 3) + 20 + args.idle / 250
+    options = SimulationOptions(orders=int(args.load * duration_s / 5.0) + 1000, seed=78,
+                                topic_map=topic_map_for(topics))
+    background = list(generate(options))
     port = free_port()
-    here = str(Path(__file__).resolve())
-    env = {**os.environ, "LOG_LEVEL": "WARNING"}
-    engine = subprocess.Popen([sys.executable, here, "--role", "engine", dsn, bootstrap, ",".join(topics),
-                               str(args.poll_timeout_ms), str(args.fetch_max_wait_ms)],
-                              stdout=subprocess.PIPE, env=env)
-    api = subprocess.Popen([sys.executable, here, "--role", "api", dsn, str(port)], env=env)
+    engine = _spawn("engine", dsn, bootstrap, ",".join(topics), str(args.poll_timeout_ms),
+                    str(args.fetch_max_wait_ms))
+    api = _spawn("api", dsn, str(port))
     url = f"ws://127.0.0.1:{port}/graphql"
     try:
         await _api_ready(port, api)
         api_proc = psutil.Process(api.pid)
-        tracers = _stories(topics, args.connections * args.per_connection, seed=77)
-        duration_s = STEP_S * (max(len(s) for s in tracers) + 3) + 30
-        background = SimulationOptions(orders=int(args.load * duration_s / 5.0) + 1000, seed=78,
-                                       topic_map=topic_map_for(topics))
-        load = asyncio.create_task(publish(generate(background), bootstrap, rate=args.load))
+        load = asyncio.create_task(publish(background, bootstrap, rate=args.load))
         print(f"background load: {args.load:,} events/s; warming up", flush=True)
         await asyncio.sleep(8)
 
@@ -297,6 +325,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             print(f"{sum(ready):,} subscriptions over {len(ready)} connections; tracer events for "
                   f"{len(tracers):,} orders, one per order every {STEP_S:g} s", flush=True)
             cpu0, t0 = api_proc.cpu_times(), time.monotonic()
+            machine0 = _cpu_by_owner()
             lags: list[int] = []
             watcher = asyncio.create_task(_watch_lag(port, lags))
             sent = await _tracers(bootstrap, tracers, tracking)
@@ -305,7 +334,10 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             push = await _push_quantiles(port)
             rounds = await _push_quantiles(port, "api_feed_read_seconds")
             cpu1, t1 = api_proc.cpu_times(), time.monotonic()
+            machine1 = _cpu_by_owner()
             api_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
+            run_cores = (machine1[0] - machine0[0]) / (t1 - t0)
+            other_cores = (machine1[1] - machine0[1]) / (t1 - t0)
             rss_busy = api_proc.memory_info().rss
 
             print(f"opening {args.idle:,} idle subscriptions", flush=True)
@@ -333,6 +365,8 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             "api_push_p50_ms": push[0], "api_push_p99_ms": push[1],
             "feed_round_p50_ms": rounds[0], "feed_round_p99_ms": rounds[1],
             "api_cpu_cores_during_tracers": api_cpu,
+            "run_cpu_cores": run_cores, "other_processes_cpu_cores": other_cores,
+            "machine_cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
             "api_rss_mb_busy": rss_busy / 2**20,
             "idle_subscriptions": sum(idle_ready) + sum(ready),
             "idle_connections": len(idle_ready) + len(ready),
@@ -360,7 +394,8 @@ def main() -> None:
         else:
             run_api(sys.argv[3], int(sys.argv[4]))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run")
     parser.add_argument("--load", type=int, default=2000, help="background events/s (default 2,000)")
     parser.add_argument("--connections", type=int, default=100)
@@ -386,8 +421,13 @@ def main() -> None:
     print(f"projector lag  median {figures['projector_lag_median']:,.0f} events, "
           f"max {figures['projector_lag_max']:,} (sampled every second)")
     print(f"API share      notification -> frame written: p50 <= {figures['api_push_p50_ms']:g} ms, "
-          f"p99 <= {figures['api_push_p99_ms']:g} ms; feed round p50 <= {figures['feed_round_p50_ms']:g} ms, "
-          f"p99 <= {figures['feed_round_p99_ms']:g} ms (histogram buckets)")
+          f"p99 <= {figures['api_push_p99_ms']:g} ms; feed round p50 <= "
+          f"{figures['feed_round_p50_ms']:g} ms, p99 <= {figures['feed_round_p99_ms']:g} ms "
+          "(histogram buckets)")
+    print(f"machine        {figures['machine_cpus']} CPUs; this run used "
+          f"{figures['run_cpu_cores']:.2f} cores "
+          "(PostgreSQL, broker, projector, API, driver), other processes "
+          f"{figures['other_processes_cpu_cores']:.2f}")
     print(f"API            {figures['api_cpu_cores_during_tracers']:.2f} cores, "
           f"RSS {figures['api_rss_mb_busy']:.0f} MB")
     print(f"idle           {figures['idle_subscriptions']:,} subscriptions over "

@@ -27,5 +27,11 @@ def test_sdl_has_the_fixed_names() -> None:
         "projections: [ProjectionStatus!]!",
         "): DeadLetterConnection!",
         "): [DailySales!]!",
+        "orderUpdated(orderId: ID = null, customerId: ID = null, status: [OrderStatus!] = null): Order!",
+        "orderStatusChanged(status: [OrderStatus!] = null): OrderStatusChange!",
+        "dailySalesUpdated(",
+        "): DailySales!",
+        "projectionProgress(name: String = null): ProjectionStatus!",
+        "previousStatus: OrderStatus",
     ):
         assert line in sdl

@@ -166,3 +166,23 @@ async def test_dead_connections_are_dropped(dsn: str) -> None:
             ws.ws.transport.pause_reading()
             await until(lambda: len(served.live.registry) == 0, 5, "the server dropped the connection")
             await until(lambda: served.sample("api_websocket_connections") == 0, 5)
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_completed_operations_free_their_slots(dsn: str, protocol: str) -> None:
+    # GHSA-m952-2w3f-6r8h (strawberry < 0.327.2, legacy protocol): one-shot operations
+    # that completed kept their slot, so a client could lock itself (or be locked) out.
+    legacy = protocol == LEGACY_WS
+    async with served_live(dsn) as served, raw(served, protocol) as ws:  # type: ignore[arg-type]
+        await ws.init()
+        for i in range(60):
+            await ws.subscribe(f"q{i}", '{ order(orderId: "o1") { orderId } }', legacy=legacy)
+            if legacy:  # it runs subscriptions only: a query is refused, and done with
+                error = await ws.recv_type("error")
+                assert "queries are not allowed when using graphql-ws" in error["payload"]["message"]
+            else:
+                await ws.recv_type("next")
+                assert (await ws.recv_type("complete"))["id"] == f"q{i}"
+        for i in range(50):
+            await ws.subscribe(str(i), SUB, legacy=legacy)
+        await until(lambda: len(served.live.registry) == 50)

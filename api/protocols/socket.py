@@ -84,9 +84,10 @@ class SocketAdapter(ASGIWebSocketAdapter):
         except TimeoutError:
             self._drop()
             await self._abandoned()
-        except (WebSocketDisconnect, RuntimeError) as exc:
-            # RuntimeError: Starlette's "after sending 'websocket.close'".
-            raise WebSocketDisconnected from exc
+        except (WebSocketDisconnect, RuntimeError):
+            # The client left (RuntimeError: Starlette's "after sending 'websocket.close'");
+            # the connection's task sees it too and ends the operations.
+            await self._abandoned()
         if message.get("type") in _RESULTS:
             started = PUSH_STARTED.get()
             if started is not None:
@@ -101,10 +102,12 @@ class SocketAdapter(ASGIWebSocketAdapter):
             await self.ws.close(code=code, reason=reason)
 
     async def _abandoned(self) -> None:
-        """A send on a dropped connection: the connection's task is told, an
-        operation's task waits to be cancelled by the handler's shutdown (raising
+        """A send on a closed or dropped connection: the connection's task is told,
+        an operation's task waits to be cancelled by the handler's shutdown (raising
         would have strawberry log it as a failure of the operation)."""
-        if asyncio.current_task() is self._main:
+        task = asyncio.current_task()
+        # Already being cancelled (a handler sending its last words): fail at once.
+        if task is self._main or task is None or task.cancelling():
             raise WebSocketDisconnected
         await asyncio.Event().wait()
         raise AssertionError("SocketAdapter._abandoned() woke up: only cancellation ends it")
