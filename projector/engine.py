@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRa
 from aiokafka.structs import OffsetAndMetadata
 
 from projector import checkpoints, dead_letters
+from projector.align import Aligner
 from projector.batch import Decoded, ProjectionWork, decode_records, plan_work
 from projector.checkpoints import FROM_LOG_START, TP
 from projector.db import is_transient, physical_tables
@@ -38,6 +39,7 @@ log = logging.getLogger("projector.engine")
 
 NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
+_ALIGN_BATCHES = 4  # records the aligner may hold, in batches
 
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
 
@@ -104,6 +106,9 @@ class Engine:
         self.shadow = shadow
         self._physical_override = {k: dict(v) for k, v in (physical or {}).items()}
         self._batch_lock = asyncio.Lock()
+        # Fetched records wait here to be cut into timestamp-ordered batches.
+        self._aligner = Aligner(cap=settings.batch_max_events)
+        self._last_take = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._physical: dict[str, dict[str, str]] = {}
         # projection -> {tp: next offset we expect to find stored}
@@ -141,7 +146,9 @@ class Engine:
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(1000, self.settings.session_timeout_ms // 3),
             max_poll_interval_ms=300_000,
-            max_partition_fetch_bytes=2 * 1024 * 1024,
+            # Small per-partition chunks from every partition at once: the
+            # aligner needs all partitions' oldest records, not one big chunk.
+            max_partition_fetch_bytes=128 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
             max_poll_records=self.settings.batch_max_events,
         )
@@ -193,6 +200,7 @@ class Engine:
     # -- assignment --------------------------------------------------------
 
     def _forget(self, tps: Sequence[TP]) -> None:
+        self._aligner.forget(tps)
         for pos in self.positions.values():
             for tp in tps:
                 pos.pop(tp, None)
@@ -231,6 +239,7 @@ class Engine:
 
     async def _seek(self, consumer: AIOKafkaConsumer, tp: TP,
                     log_start: Mapping[TP, int] | None = None) -> None:
+        self._aligner.forget([tp])  # fetched from where the consumer was
         offsets = [self.positions[p.name].get(tp, FROM_LOG_START) for p in self.projections]
         target = min(offsets)
         ktp = TopicPartition(*tp)
@@ -250,6 +259,7 @@ class Engine:
                       log_end: int | None, reason: str) -> None:
         consumer = self._consumer
         self.refused[tp] = reason
+        self._aligner.forget([tp])
         if consumer is not None:
             consumer.pause(TopicPartition(*tp))
         log.error(
@@ -271,10 +281,11 @@ class Engine:
     # -- the loop ------------------------------------------------------------
 
     async def _consume_routine(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
+        batch_max = self.settings.batch_max_events
+        self._last_take = time.monotonic()
         while not stopping.is_set():
             try:
-                fetched = await consumer.getmany(timeout_ms=self.settings.poll_timeout_ms,
-                                                 max_records=self.settings.batch_max_events)
+                fetched = await self._fetch(consumer)
             except OffsetOutOfRangeError as exc:
                 for ktp, offset in exc.args[0].items() if exc.args else []:
                     await self._refuse((ktp.topic, ktp.partition), offset, None,
@@ -295,13 +306,50 @@ class Engine:
                 continue
             async with self._batch_lock:
                 self._check_above_end(consumer)
-                records = {(tp.topic, tp.partition): recs for tp, recs in fetched.items()
-                           if (tp.topic, tp.partition) not in self.refused}
-                if records:
+                assigned = consumer.assignment()
+                # Records of a partition revoked or refused meanwhile are dropped.
+                self._aligner.add({(tp.topic, tp.partition): recs for tp, recs in fetched.items()
+                                   if tp in assigned and (tp.topic, tp.partition) not in self.refused})
+                if self._aligner and (not fetched or await self._aligned(consumer)):
+                    records = self._aligner.take(batch_max)
                     await self._process(consumer, records, stopping)
+                    self._last_take = time.monotonic()
             # Outside the lock: a commit can wait on a rebalance, whose revoke
             # callback waits for this lock.
             await self._commit_kafka_offsets()
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """What the consumer has, except from partitions the aligner holds enough of."""
+        # Room for ~4 batches in all: a partition full of newer records waits
+        # while the others catch up with it.
+        self._aligner.cap = max(64, _ALIGN_BATCHES * self.settings.batch_max_events
+                                // max(1, len(consumer.assignment())))
+        full = self._aligner.full()
+        timeout_ms = self.settings.poll_timeout_ms
+        max_records = self.settings.batch_max_events
+        if not full:
+            return dict(await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+        wanted = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in full]
+        if not wanted:
+            return {}
+        return dict(await consumer.getmany(*wanted, timeout_ms=timeout_ms, max_records=max_records))
+
+    async def _aligned(self, consumer: AIOKafkaConsumer) -> bool:
+        """Whether a batch can be cut: every partition with records still to fetch has
+        some buffered (else its oldest ones are unknown), or the buffer is large, or
+        no batch was cut for a second (a partition whose fetches bring nothing)."""
+        if len(self._aligner) >= self.settings.batch_max_events * _ALIGN_BATCHES:
+            return True
+        if time.monotonic() - self._last_take > 1.0:
+            return True
+        for ktp in consumer.assignment():
+            tp = (ktp.topic, ktp.partition)
+            if tp in self._aligner or tp in self.refused:
+                continue
+            hw = consumer.highwater(ktp)
+            if hw is None or await consumer.position(ktp) < hw:
+                return False
+        return True
 
     def _check_above_end(self, consumer: AIOKafkaConsumer) -> None:
         # A checkpoint above the high watermark means the log was recreated.
@@ -412,6 +460,7 @@ class Engine:
             self._accepted_gaps[tp] = jump
             log.warning("%s[%d]: fetched from offset %d but the checkpoint is %d; re-seeking "
                         "so that nothing is skipped", tp[0], tp[1], first, jump[0])
+            self._aligner.forget([tp])
             consumer.seek(TopicPartition(*tp), jump[0])
         return out
 
