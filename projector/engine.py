@@ -39,7 +39,7 @@ log = logging.getLogger("projector.engine")
 
 NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
-_ALIGN_BATCHES = 4  # records the aligner may hold, in batches
+_ALIGN_BATCHES = 4  # records the aligner holds before a partition counts as full, in batches
 
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
 
@@ -336,10 +336,9 @@ class Engine:
 
     async def _aligned(self, consumer: AIOKafkaConsumer) -> bool:
         """Whether a batch can be cut: every partition with records still to fetch has
-        some buffered (else its oldest ones are unknown), or the buffer is large, or
-        no batch was cut for a second (a partition whose fetches bring nothing)."""
-        if len(self._aligner) >= self.settings.batch_max_events * _ALIGN_BATCHES:
-            return True
+        some buffered (else its oldest ones are unknown), or no batch was cut for a
+        second (a partition whose fetches bring nothing). Memory is bounded anyway:
+        full partitions are not drained, and when all are full nothing is fetched."""
         if time.monotonic() - self._last_take > 1.0:
             return True
         for ktp in consumer.assignment():
