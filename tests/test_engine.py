@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ from projector.embedded import EmbeddedPostgres
 from projector.engine import NOTIFY_CHANNEL, Engine
 from projector.events import RejectReason
 from projector.projections import ALL
+from projector.projection import Positioned
 from projector.projections.order_timeline import TimelineProjection
+from projector.projections.orders import OrdersProjection
 
 PARTITIONS = 30  # ten topics, three partitions each
 
@@ -269,5 +271,45 @@ async def test_pause_one_projection_then_resume_catches_up(
                 await asyncio.sleep(0.1)
         async with pool.acquire() as conn:
             await assert_tables_match(conn, valid_events(first + second))
+    finally:
+        await pool.close()
+
+
+class _Counting(OrdersProjection):
+    """The real projection, counting the events and distinct orders of each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[int, int]] = []
+
+    async def apply(self, conn: Any, batch: Sequence[Positioned],
+                    physical: Mapping[str, str]) -> set[str]:
+        self.batches.append((len(batch), len({p.event.order_id for p in batch})))
+        return await super().apply(conn, batch, physical)
+
+
+async def test_an_orders_events_on_several_topics_share_a_batch(
+    pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
+) -> None:
+    # A backlog published as the services do (an order's events moments apart,
+    # each on its own topic): batches are cut in timestamp order across the 30
+    # partitions, so most events of an order are folded into one row write.
+    # Drained partition by partition, a batch would hold one event per order.
+    records = simulate(topics, orders=2000, seed=5)
+    await send(records, kafka_bootstrap)
+    pool = await migrated_pool(pg_dsn)
+    counting = _Counting()
+    try:
+        settings = settings_for(pg_dsn, kafka_bootstrap, topics, batch_max_events=2000)
+        engine = Engine(settings, pool, [counting, TimelineProjection()], group_id=None)
+        async with running(engine):
+            await wait_caught_up(engine, PARTITIONS)
+        events = sum(n for n, _ in counting.batches)
+        row_writes = sum(orders for _, orders in counting.batches)
+        assert events == len(valid_events(records))
+        assert len(counting.batches) >= 5
+        assert row_writes < 0.5 * events, counting.batches
+        async with pool.acquire() as conn:
+            await assert_tables_match(conn, valid_events(records))
     finally:
         await pool.close()
