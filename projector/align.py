@@ -24,6 +24,9 @@ from typing import Any
 
 from projector.checkpoints import TP
 
+Entry = tuple[Any, ...]
+"""``(timestamp in ms, record, ...)``: what the aligner holds per fetched record."""
+
 
 class Aligner:
     """Per-partition buffers of fetched records, cut into timestamp-ordered batches.
@@ -33,7 +36,7 @@ class Aligner:
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self._buffers: dict[TP, deque[Any]] = {}
+        self._buffers: dict[TP, deque[Entry]] = {}
         self._size = 0
 
     def __len__(self) -> int:
@@ -42,8 +45,8 @@ class Aligner:
     def __contains__(self, tp: object) -> bool:
         return tp in self._buffers
 
-    def add(self, fetched: Mapping[TP, Sequence[Any]]) -> None:
-        """Append records (``.offset``, ``.timestamp`` in ms) fetched for each partition."""
+    def add(self, fetched: Mapping[TP, Sequence[Entry]]) -> None:
+        """Append entries ``(timestamp, record, ...)`` fetched for each partition, in offset order."""
         for tp, records in fetched.items():
             if not records:
                 continue
@@ -64,16 +67,16 @@ class Aligner:
             if buffer is not None:
                 self._size -= len(buffer)
 
-    def take(self, n: int) -> dict[TP, list[Any]]:
+    def take(self, n: int) -> dict[TP, list[Entry]]:
         """Up to ``n`` records, oldest timestamp first; per partition, a prefix in offset order.
 
         A partition whose timestamps go backwards keeps its offset order: only
         the heads of the buffers are compared.
         """
-        out: dict[TP, list[Any]] = {}
+        out: dict[TP, list[Entry]] = {}
         if n <= 0 or not self._size:
             return out
-        heads = [(b[0].timestamp, i, tp) for i, (tp, b) in enumerate(self._buffers.items())]
+        heads = [(b[0][0], i, tp) for i, (tp, b) in enumerate(self._buffers.items())]
         heapq.heapify(heads)
         buffers = self._buffers
         taken = 0
@@ -86,7 +89,7 @@ class Aligner:
             got.append(buffer.popleft())
             taken += 1
             if buffer:
-                heapq.heapreplace(heads, (buffer[0].timestamp, i, tp))
+                heapq.heapreplace(heads, (buffer[0][0], i, tp))
             else:
                 heapq.heappop(heads)
                 del buffers[tp]

@@ -45,29 +45,42 @@ class ProjectionWork:
     partitions: dict[TP, PartitionWork]
 
 
-def decode_records(records: Mapping[TP, Sequence[Any]], decode: DecodeFn) -> Decoded:
-    """Decode every record once; rejections become shared dead letters.
+Item = Positioned | DeadLetter | str
 
-    Unknown event types become None: skipped and counted, since a shared topic
-    may carry other teams' types.
+
+def decode_one(topic: str, partition: int, rec: Any, decode: DecodeFn) -> Item:
+    """A record decoded: its event, its shared dead letter, or the type no projection knows.
+
+    Unknown event types are skipped and counted, since a shared topic may
+    carry other teams' types.
     """
+    headers = list(rec.headers or ())
+    result = decode(rec.value, rec.key, headers)
+    if isinstance(result, Event):
+        return Positioned(result, topic, partition, rec.offset)
+    if result.reason is RejectReason.UNKNOWN_EVENT_TYPE:
+        return result.event_type or "?"
+    return DeadLetter(ALL_PROJECTIONS, topic, partition, rec.offset, rec.key, rec.value, headers,
+                      result.reason.value, result.detail, None, result.event_type)
+
+
+def decoded_batch(taken: Mapping[TP, Sequence[tuple[Any, Item]]]) -> Decoded:
+    """A batch of records decoded beforehand, as (ConsumerRecord, item) per partition."""
     out = Decoded(by_tp={}, records={})
-    for (topic, partition), recs in records.items():
-        items: list[tuple[int, Positioned | DeadLetter | str]] = []
-        for rec in recs:
-            out.records[(topic, partition, rec.offset)] = rec
-            headers = list(rec.headers or ())
-            result = decode(rec.value, rec.key, headers)
-            if isinstance(result, Event):
-                items.append((rec.offset, Positioned(result, topic, partition, rec.offset)))
-            elif result.reason is RejectReason.UNKNOWN_EVENT_TYPE:
-                items.append((rec.offset, result.event_type or "?"))
-            else:
-                items.append((rec.offset, DeadLetter(
-                    ALL_PROJECTIONS, topic, partition, rec.offset, rec.key, rec.value, headers,
-                    result.reason.value, result.detail, None, result.event_type)))
+    records = out.records
+    for (topic, partition), pairs in taken.items():
+        items: list[tuple[int, Item]] = []
+        for rec, item in pairs:
+            records[(topic, partition, rec.offset)] = rec
+            items.append((rec.offset, item))
         out.by_tp[(topic, partition)] = items
     return out
+
+
+def decode_records(records: Mapping[TP, Sequence[Any]], decode: DecodeFn) -> Decoded:
+    """Decode every record once; rejections become shared dead letters."""
+    return decoded_batch({tp: [(rec, decode_one(*tp, rec, decode)) for rec in recs]
+                          for tp, recs in records.items()})
 
 
 def plan_work(projections: Sequence[Projection], positions: Mapping[str, Mapping[TP, int]],

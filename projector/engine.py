@@ -25,7 +25,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from projector import checkpoints, dead_letters
 from projector.align import Aligner
-from projector.batch import Decoded, ProjectionWork, decode_records, plan_work
+from projector.batch import Decoded, ProjectionWork, decode_one, decoded_batch, plan_work
 from projector.checkpoints import FROM_LOG_START, TP
 from projector.db import is_transient, physical_tables
 from projector.errors import FencedError, LogTruncatedError
@@ -109,6 +109,9 @@ class Engine:
         # Fetched records wait here to be cut into timestamp-ordered batches.
         self._aligner = Aligner(cap=settings.batch_max_events)
         self._last_take = 0.0
+        self._fetched = asyncio.Event()  # the fetch routine added records (or found none)
+        self._room = asyncio.Event()  # a batch was taken: full partitions may have room
+        self._idle = False  # the last fetch found nothing: cut a batch of what there is
         self._consumer: AIOKafkaConsumer | None = None
         self._physical: dict[str, dict[str, str]] = {}
         # projection -> {tp: next offset we expect to find stored}
@@ -281,8 +284,47 @@ class Engine:
     # -- the loop ------------------------------------------------------------
 
     async def _consume_routine(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
+        """Cut batches out of what the fetch routine buffered, and apply them.
+
+        The fetch routine decodes the next records while a batch's statements
+        run: the event loop is otherwise idle then.
+        """
         batch_max = self.settings.batch_max_events
         self._last_take = time.monotonic()
+        fetching = asyncio.create_task(self._fetch_routine(consumer, stopping))
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            while not stopping.is_set():
+                waiter = asyncio.ensure_future(self._fetched.wait())
+                await asyncio.wait([waiter, fetching, stop], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if stopping.is_set():
+                    return
+                if fetching.done():
+                    fetching.result()  # a fetch routine that failed stops the engine
+                    return
+                # Cleared before looking, not before waiting: what the fetch
+                # routine adds while this batch runs wakes the next round.
+                self._fetched.clear()
+                async with self._batch_lock:
+                    self._check_above_end(consumer)
+                    if self._aligner and (self._idle or await self._aligned(consumer)):
+                        entries = self._aligner.take(batch_max)
+                        self._room.set()
+                        await self._process(consumer, entries, stopping)
+                        self._last_take = time.monotonic()
+                # Outside the lock: a commit can wait on a rebalance, whose revoke
+                # callback waits for this lock.
+                await self._commit_kafka_offsets()
+        finally:
+            stop.cancel()
+            fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetching
+
+    async def _fetch_routine(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
+        """Fetch and decode into the aligner, while it has room."""
+        decode = self.decode
         while not stopping.is_set():
             try:
                 fetched = await self._fetch(consumer)
@@ -304,22 +346,27 @@ class Engine:
                 log.warning("fetch failed (%s); the consumer retries by itself", exc)
                 await asyncio.sleep(0.5)
                 continue
-            async with self._batch_lock:
-                self._check_above_end(consumer)
-                assigned = consumer.assignment()
-                # Records of a partition revoked or refused meanwhile are dropped.
-                self._aligner.add({(tp.topic, tp.partition): recs for tp, recs in fetched.items()
-                                   if tp in assigned and (tp.topic, tp.partition) not in self.refused})
-                if self._aligner and (not fetched or await self._aligned(consumer)):
-                    records = self._aligner.take(batch_max)
-                    await self._process(consumer, records, stopping)
-                    self._last_take = time.monotonic()
-            # Outside the lock: a commit can wait on a rebalance, whose revoke
-            # callback waits for this lock.
-            await self._commit_kafka_offsets()
+            if fetched is None:  # every partition's buffer is full
+                self._room.clear()
+                self._fetched.set()
+                await self._room.wait()
+                continue
+            # No await from getmany's return to add(): a seek or a revocation
+            # cannot slip in between (aiokafka drops records fetched before a seek).
+            assigned = consumer.assignment()
+            entries = {}
+            for ktp, recs in fetched.items():
+                tp = (ktp.topic, ktp.partition)
+                if ktp in assigned and tp not in self.refused:
+                    entries[tp] = [(rec.timestamp, rec, decode_one(ktp.topic, ktp.partition, rec, decode))
+                                   for rec in recs]
+            self._aligner.add(entries)
+            self._idle = not fetched
+            self._fetched.set()
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
-        """What the consumer has, except from partitions the aligner holds enough of."""
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]] | None:
+        """What the consumer has, except from partitions the aligner holds enough of
+        (None: that is all of them)."""
         # Room for ~4 batches in all: a partition full of newer records waits
         # while the others catch up with it.
         self._aligner.cap = max(64, _ALIGN_BATCHES * self.settings.batch_max_events
@@ -331,7 +378,7 @@ class Engine:
             return dict(await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
         wanted = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in full]
         if not wanted:
-            return {}
+            return None
         return dict(await consumer.getmany(*wanted, timeout_ms=timeout_ms, max_records=max_records))
 
     async def _aligned(self, consumer: AIOKafkaConsumer) -> bool:
@@ -364,13 +411,14 @@ class Engine:
                     task.add_done_callback(lambda t: t.exception())
                     self.refused[tp] = "above log end"
 
-    async def _process(self, consumer: AIOKafkaConsumer, records: Mapping[TP, Sequence[Any]],
+    async def _process(self, consumer: AIOKafkaConsumer,
+                       entries: Mapping[TP, Sequence[tuple[Any, ...]]],
                        stopping: asyncio.Event) -> None:
         active = [p for p in self.projections if p.name not in self.paused]
-        records = self._without_jumps(consumer, records, active)
+        records = self._without_jumps(consumer, entries, active)
         if not records:
             return
-        decoded = decode_records(records, self.decode)
+        decoded = decoded_batch({tp: [(e[1], e[2]) for e in es] for tp, es in records.items()})
         work, unknown = plan_work(active, self.positions, decoded)
         if not work:
             return
@@ -431,7 +479,8 @@ class Engine:
         self.metrics.batch_committed(records, elapsed, applied, letters, unknown,
                                      times, datetime.now(UTC))
 
-    def _without_jumps(self, consumer: AIOKafkaConsumer, records: Mapping[TP, Sequence[Any]],
+    def _without_jumps(self, consumer: AIOKafkaConsumer,
+                       records: Mapping[TP, Sequence[tuple[Any, ...]]],
                        active: Sequence[Projection]) -> dict[TP, Sequence[Any]]:
         """Drop partitions whose records start past the checkpoint, and re-seek them.
 
@@ -443,7 +492,7 @@ class Engine:
         for tp, recs in records.items():
             expected = [self.positions[p.name][tp] for p in active
                         if tp in self.positions[p.name]]
-            first = recs[0].offset if recs else None
+            first = recs[0][1].offset if recs else None  # (timestamp, record, item)
             if not expected or first is None:
                 out[tp] = recs
                 continue

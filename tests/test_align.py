@@ -16,20 +16,24 @@ class Rec:
     timestamp: int
 
 
-def _partition(timestamps: list[int], start: int = 0) -> list[Rec]:
-    return [Rec(start + i, ts) for i, ts in enumerate(timestamps)]
+def _partition(timestamps: list[int], start: int = 0) -> list[tuple[int, Rec]]:
+    return [(ts, Rec(start + i, ts)) for i, ts in enumerate(timestamps)]
+
+
+def _offsets(entries: list[tuple[int, Rec]]) -> list[int]:
+    return [r.offset for _, r in entries]
 
 
 def test_the_oldest_records_of_all_partitions_come_first() -> None:
     a = Aligner(cap=100)
     a.add({("placed", 0): _partition([1, 2, 3, 10, 11]), ("paid", 0): _partition([2, 4, 12])})
     batch = a.take(5)
-    assert [r.offset for r in batch[("placed", 0)]] == [0, 1, 2]
-    assert [r.offset for r in batch[("paid", 0)]] == [0, 1]
+    assert _offsets(batch[("placed", 0)]) == [0, 1, 2]
+    assert _offsets(batch[("paid", 0)]) == [0, 1]
     assert len(a) == 3
     rest = a.take(10)
-    assert [r.offset for r in rest[("placed", 0)]] == [3, 4]
-    assert [r.offset for r in rest[("paid", 0)]] == [2]
+    assert _offsets(rest[("placed", 0)]) == [3, 4]
+    assert _offsets(rest[("paid", 0)]) == [2]
     assert len(a) == 0 and a.take(10) == {}
 
 
@@ -54,7 +58,7 @@ def test_every_record_once_in_offset_order(partitions: list[list[int]], sizes: l
     # Added in two fetches per partition: buffers grow at their tail.
     a.add({tp: recs[: len(recs) // 2] for tp, recs in fetched.items()})
     a.add({tp: recs[len(recs) // 2:] for tp, recs in fetched.items()})
-    seen: dict[tuple[str, int], list[Rec]] = {}
+    seen: dict[tuple[str, int], list[tuple[int, Rec]]] = {}
     for n in [*sizes, 10_000]:
         before = len(a)
         batch = a.take(n)
@@ -73,6 +77,6 @@ def test_sorted_partitions_give_the_globally_oldest(partitions: list[list[int]],
     a = Aligner(cap=1000)
     a.add({("t", p): _partition(ts) for p, ts in enumerate(partitions)})
     batch = a.take(n)
-    taken = sorted(r.timestamp for recs in batch.values() for r in recs)
+    taken = sorted(ts for entries in batch.values() for ts, _ in entries)
     everything = sorted(ts for ts_list in partitions for ts in ts_list)
     assert taken == everything[: len(taken)]

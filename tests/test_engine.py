@@ -30,8 +30,8 @@ from projector.commands._control import set_paused
 from projector.embedded import EmbeddedPostgres
 from projector.engine import NOTIFY_CHANNEL, Engine
 from projector.events import RejectReason
-from projector.projections import ALL
 from projector.projection import Positioned
+from projector.projections import ALL
 from projector.projections.order_timeline import TimelineProjection
 from projector.projections.orders import OrdersProjection
 
