@@ -28,7 +28,15 @@ class Decoded:
     """
 
     by_tp: dict[TP, list[tuple[int, Positioned | DeadLetter | str]]]
-    records: dict[tuple[str, int, int], Any]  # (topic, partition, offset) -> ConsumerRecord
+    raw: dict[TP, list[Any]]
+    """The ConsumerRecords, per partition, in offset order."""
+
+    def record(self, topic: str, partition: int, offset: int) -> Any:
+        """The ConsumerRecord at ``offset`` (looked up for the rare event that failed)."""
+        for rec in self.raw[(topic, partition)]:
+            if rec.offset == offset:
+                return rec
+        raise KeyError((topic, partition, offset))
 
 
 @dataclass(slots=True)
@@ -64,23 +72,10 @@ def decode_one(topic: str, partition: int, rec: Any, decode: DecodeFn) -> Item:
                       result.reason.value, result.detail, None, result.event_type)
 
 
-def decoded_batch(taken: Mapping[TP, Sequence[tuple[Any, Item]]]) -> Decoded:
-    """A batch of records decoded beforehand, as (ConsumerRecord, item) per partition."""
-    out = Decoded(by_tp={}, records={})
-    records = out.records
-    for (topic, partition), pairs in taken.items():
-        items: list[tuple[int, Item]] = []
-        for rec, item in pairs:
-            records[(topic, partition, rec.offset)] = rec
-            items.append((rec.offset, item))
-        out.by_tp[(topic, partition)] = items
-    return out
-
-
-def decode_records(records: Mapping[TP, Sequence[Any]], decode: DecodeFn) -> Decoded:
-    """Decode every record once; rejections become shared dead letters."""
-    return decoded_batch({tp: [(rec, decode_one(*tp, rec, decode)) for rec in recs]
-                          for tp, recs in records.items()})
+def decoded_batch(taken: Mapping[TP, Sequence[tuple[Any, ...]]]) -> Decoded:
+    """A batch of records decoded beforehand: per partition, ``(timestamp, record, item)``."""
+    return Decoded(by_tp={tp: [(e[1].offset, e[2]) for e in entries] for tp, entries in taken.items()},
+                   raw={tp: [e[1] for e in entries] for tp, entries in taken.items()})
 
 
 def plan_work(projections: Sequence[Projection], positions: Mapping[str, Mapping[TP, int]],

@@ -39,7 +39,7 @@ log = logging.getLogger("projector.engine")
 
 NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
-_ALIGN_BATCHES = 4  # records the aligner holds before a partition counts as full, in batches
+_ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as full, in batches
 
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
 
@@ -151,7 +151,7 @@ class Engine:
             max_poll_interval_ms=300_000,
             # Small per-partition chunks from every partition at once: the
             # aligner needs all partitions' oldest records, not one big chunk.
-            max_partition_fetch_bytes=128 * 1024,
+            max_partition_fetch_bytes=64 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
             max_poll_records=self.settings.batch_max_events,
         )
@@ -367,7 +367,7 @@ class Engine:
     async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]] | None:
         """What the consumer has, except from partitions the aligner holds enough of
         (None: that is all of them)."""
-        # Room for ~4 batches in all: a partition full of newer records waits
+        # Room for ~2 batches in all: a partition full of newer records waits
         # while the others catch up with it.
         self._aligner.cap = max(64, _ALIGN_BATCHES * self.settings.batch_max_events
                                 // max(1, len(consumer.assignment())))
@@ -418,7 +418,7 @@ class Engine:
         records = self._without_jumps(consumer, entries, active)
         if not records:
             return
-        decoded = decoded_batch({tp: [(e[1], e[2]) for e in es] for tp, es in records.items()})
+        decoded = decoded_batch(records)
         work, unknown = plan_work(active, self.positions, decoded)
         if not work:
             return
@@ -533,7 +533,7 @@ class Engine:
                     log.error("projection %s failed on event %s (%s[%d]@%d): %r; dead-lettered",
                               w.projection.name, pe.event.event_id, pe.topic, pe.partition,
                               pe.offset, exc, extra=event_context(pe, w.projection.name))
-                    rec = decoded.records[(pe.topic, pe.partition, pe.offset)]
+                    rec = decoded.record(pe.topic, pe.partition, pe.offset)
                     letters[(w.projection.name, pe.topic, pe.partition, pe.offset)] = (
                         dead_letters.DeadLetter(
                             w.projection.name, pe.topic, pe.partition, pe.offset, rec.key,
