@@ -27,6 +27,7 @@ from naive import run_naive
 
 from projector.db import create_pool, migrate
 from projector.events import DEFAULT_TOPICS
+from projector.gc_tuning import tune_gc
 from projector.projections import ALL
 from projector.rebuild import Rebuild
 from projector.settings import Settings
@@ -75,6 +76,7 @@ async def _rebuild(dsn: str, bootstrap: str, topics: tuple[str, ...], records: i
     """A blue/green rebuild of every projection over the same log, live tables in place."""
     settings = Settings(database_url=dsn, kafka_bootstrap_servers=bootstrap, topics=topics)
     pool = await create_pool(dsn, min_size=1, max_size=4)
+    tune_gc()  # as `projector rebuild` does
     try:
         started = time.perf_counter()
         await Rebuild(settings, pool, ALL).run()

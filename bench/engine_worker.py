@@ -14,6 +14,7 @@ import time
 
 from projector.db import create_pool
 from projector.engine import Engine
+from projector.gc_tuning import tune_gc
 from projector.projections import ALL
 from projector.settings import Settings
 
@@ -22,6 +23,7 @@ async def main(dsn: str, bootstrap: str, topics: list[str], target: dict[str, in
     settings = Settings(database_url=dsn, kafka_bootstrap_servers=bootstrap, topics=tuple(topics))
     pool = await create_pool(dsn, min_size=1, max_size=4)
     engine = Engine(settings, pool, ALL, group_id=None)
+    tune_gc()  # as `projector run` does
     stopping = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(engine.run(stopping))

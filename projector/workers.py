@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from projector.db import create_pool, is_transient, migrate
 from projector.engine import Engine
 from projector.errors import ConfigError
+from projector.gc_tuning import tune_gc
 from projector.health import HealthServer
 from projector.metrics import EngineMetrics
 from projector.projection import Projection
@@ -50,6 +51,7 @@ async def run_workers(settings: Settings, stopping: asyncio.Event,
         from projector.projections import ALL
 
         projections = ALL
+    tune_gc()
     pool = await connect_with_retry(settings.require_database(), stopping, min_size=1, max_size=6)
     if pool is None:
         return

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from projector import rebuild as rb
 from projector.db import create_pool, migrate
 from projector.errors import ConfigError
+from projector.gc_tuning import tune_gc
 from projector.projection import Projection
 from projector.settings import Settings
 
@@ -92,6 +93,7 @@ async def _main(args: argparse.Namespace, settings: Settings,
                         print(f"{p.name}: dropped {await rb.drop_old(conn, p)} old table(s)")
                 return 0
         settings.require_kafka()
+        tune_gc()
         job = rb.Rebuild(settings, pool, projections, allow_partial=args.allow_partial,
                          batch_max_events=args.batch_max_events, on_progress=_Bars())
         started = time.monotonic()
