@@ -152,7 +152,7 @@ class Engine:
             # Small per-partition chunks from every partition at once: the
             # aligner needs all partitions' oldest records, not one big chunk.
             max_partition_fetch_bytes=64 * 1024,
-            fetch_max_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=8 * 1024 * 1024,
             max_poll_records=self.settings.batch_max_events,
         )
         self._consumer = consumer
@@ -373,7 +373,10 @@ class Engine:
                                 // max(1, len(consumer.assignment())))
         full = self._aligner.full()
         timeout_ms = self.settings.poll_timeout_ms
-        max_records = self.settings.batch_max_events
+        # A fetch may bring far more than max_partition_fetch_bytes (a broker
+        # returns whole record batches): drain at most a partition's room at a
+        # time, so that no partition's buffer grows much past the cap.
+        max_records = min(self.settings.batch_max_events, self._aligner.cap)
         if not full:
             return dict(await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
         wanted = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in full]
