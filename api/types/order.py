@@ -41,6 +41,10 @@ class OrderStatus(Enum):
     REFUNDED = "REFUNDED"
 
 
+# A dict lookup: calling the Enum class costs several times more (20 per page).
+_STATUS_OF: Mapping[str, OrderStatus] = {s.value: s for s in OrderStatus}
+
+
 @strawberry.enum
 class OrderOrderBy(Enum):
     PLACED_AT_DESC = "PLACED_AT_DESC"
@@ -130,7 +134,7 @@ class Order:
         # CPU of a 20-order page.
         order = cls.__new__(cls)
         fields = dict(r)
-        fields["status"] = OrderStatus(fields["status"])
+        fields["status"] = _STATUS_OF[fields["status"]]
         fields["_raw_items"] = fields.pop("items")  # made into OrderItems if read
         order.__dict__.update(fields)
         return order
