@@ -136,7 +136,7 @@ class Order:
         fields = dict(r)
         fields["status"] = _STATUS_OF[fields["status"]]
         fields["_raw_items"] = fields.pop("items")  # made into OrderItems if read
-        order.__dict__.update(fields)
+        order.__dict__ = fields
         return order
 
     @classmethod
