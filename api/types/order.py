@@ -212,7 +212,11 @@ def _customer_pages(ctx: Context) -> DataLoader[_CustomerPageKey, Page[Any]]:
             pages = await order_summary.pages_by_customer(ctx.db, ctx.viewer, ids, statuses, win)
             found.update({_CustomerPageKey(cid, statuses, win): p for cid, p in pages.items()})
 
-        await asyncio.gather(*(one(s, w, ids) for (s, w), ids in groups.items()))
+        if len(groups) == 1:  # nearly always: no task for gather() to make
+            ((statuses, win), ids), = groups.items()
+            await one(statuses, win, ids)
+        else:
+            await asyncio.gather(*(one(s, w, ids) for (s, w), ids in groups.items()))
         return [found[k] for k in keys]
 
     return DataLoader(load)
