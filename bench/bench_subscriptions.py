@@ -120,6 +120,19 @@ def run_api(dsn: str, port: int) -> None:
                 lags.append(time.perf_counter() - started - 0.01)
 
         probe = asyncio.create_task(lag_routine())
+        import gc
+
+        pauses: dict[int, list[float]] = defaultdict(list)
+        started_at = [0.0]
+
+        def collecting(phase: str, info: dict[str, int]) -> None:
+            # The cyclic collector stops the event loop while it walks the heap.
+            if phase == "start":
+                started_at[0] = time.perf_counter()
+            else:
+                pauses[info["generation"]].append(time.perf_counter() - started_at[0])
+
+        gc.callbacks.append(collecting)
         try:
             await serve_api(Settings(database_url=dsn, api_port=port, log_level="WARNING"), stopping)
         finally:
@@ -127,6 +140,9 @@ def run_api(dsn: str, port: int) -> None:
             print(f"api event loop lag: p50 {1000 * percentile(lags, 0.5):.1f} ms, p99 "
                   f"{1000 * percentile(lags, 0.99):.1f} ms, max {1000 * max(lags, default=0.0):.1f} ms",
                   flush=True)
+            for generation, times in sorted(pauses.items()):
+                print(f"api gc generation {generation}: {len(times)} collections, max "
+                      f"{1000 * max(times):.1f} ms, total {sum(times):.2f} s", flush=True)
 
     uvloop.run(serve())
 
