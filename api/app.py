@@ -12,7 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route, WebSocketRoute, request_response
 
 from api.auth import Authenticator, AuthGate
 from api.config import ApiConfig
@@ -21,12 +21,8 @@ from api.limits import BodyLimit
 from api.live import Live
 from api.metrics import ApiMetrics
 from api.schema import schema
-from api.view import ApiGraphQL
+from api.view import GZIP_MIN_BYTES, ApiGraphQL
 from projector.settings import Settings
-
-# Responses below this many bytes are sent as they are: compressing them costs
-# more CPU than it saves on the wire.
-GZIP_MIN_BYTES = 1024
 
 
 def create_app(settings: Settings, config: ApiConfig | None = None,
@@ -80,9 +76,11 @@ def create_app(settings: Settings, config: ApiConfig | None = None,
     async def metrics_page(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    middleware = [Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)]
+    # Gzip (responses over GZIP_MIN_BYTES) per route: /graphql does its own
+    # (api.view); /healthz and /readyz answer a few bytes.
+    middleware = []
     if config.cors_origins:
-        middleware.insert(0, Middleware(
+        middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"], max_age=600))
     gated = AuthGate(graphql, authenticator)
@@ -92,7 +90,8 @@ def create_app(settings: Settings, config: ApiConfig | None = None,
             WebSocketRoute("/graphql", gated),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics_page),
+            Route("/metrics", GZipMiddleware(request_response(metrics_page), minimum_size=GZIP_MIN_BYTES),
+                  methods=["GET"]),
         ],
         middleware=middleware,
         lifespan=lifespan,

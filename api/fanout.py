@@ -245,7 +245,9 @@ class Registry:
 
     def interested(self, table: str) -> bool:
         """Whether anyone watches ``table`` now (else the feed only moves its cursor)."""
-        return len(self._index[table]) > 0
+        index = self._index[table]
+        # Not len(index): that walks every watched key, and the feed asks per page.
+        return bool(index.wide or index.by_key or index.by_owner)
 
     def watched(self, table: str) -> tuple[list[Hashable], list[str], list[Subscriber]]:
         """The keys and owners watched in ``table``, and the subscribers watching all of it."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
@@ -35,6 +35,8 @@ _ENCODE: dict[type, Any] = {
 _DECODE: dict[type, Any] = {
     datetime: datetime.fromisoformat, date: date.fromisoformat, Decimal: Decimal, str: str, int: int,
 }
+# base64 to base64url (what base64.urlsafe_b64encode does, without its Python layers).
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 # The JSON type each encoded value must have before decoding.
 _JSON_TYPE: dict[type, type] = {datetime: str, date: str, Decimal: str, str: str, int: int}
 
@@ -51,6 +53,12 @@ class Ordering:
     tag: str
     columns: tuple[tuple[str, bool], ...]
     types: tuple[type, ...]
+    # (column, encoder) pairs, made once: a cursor is made for every edge read.
+    _sort: tuple[tuple[str, Any], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_sort", tuple(
+            (c, _ENCODE[t]) for (c, _), t in zip(self.columns, self.types, strict=True)))
 
     def order_by(self, backward: bool = False) -> str:
         """The ORDER BY list, reversed when reading a page backwards."""
@@ -58,9 +66,8 @@ class Ordering:
 
     def cursor(self, row: Mapping[str, Any]) -> str:
         """The opaque cursor of a row (which must hold every sort column)."""
-        values = [_ENCODE[t](row[c]) for (c, _), t in zip(self.columns, self.types, strict=True)]
-        raw = orjson.dumps([CURSOR_VERSION, self.tag, *values])
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        raw = orjson.dumps([CURSOR_VERSION, self.tag, *[encode(row[c]) for c, encode in self._sort]])
+        return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
     def decode(self, cursor: str, argument: str) -> tuple[Any, ...]:
         """The sort key in ``cursor``; ApiError naming ``argument`` when malformed."""

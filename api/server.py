@@ -13,6 +13,10 @@ from api.app import create_app
 from api.limits import MAX_BODY_BYTES
 from projector.settings import Settings
 
+# gc.set_threshold: allocations between young collections (default 700), young
+# collections per middle one (10), middle ones before a full one is considered (10).
+GC_THRESHOLDS = (10_000, 10, 100)
+
 
 class _Server(uvicorn.Server):
     # The caller owns SIGINT/SIGTERM (it stops the workers and child servers
@@ -47,6 +51,12 @@ async def serve_api(settings: Settings, stopping: asyncio.Event,
             # process: the cyclic GC need not walk it again in every full
             # collection, a pause that delays every subscription's frames.
             gc.freeze()
+            # Subscriptions are long-lived objects in the thousands: with the
+            # default thresholds, full collections came every few seconds and
+            # each stopped the event loop for up to seconds (10,000 idle
+            # subscriptions; bench_subscriptions prints the pauses). Young
+            # garbage is still collected often; what lives on is walked rarely.
+            gc.set_threshold(*GC_THRESHOLDS)
         if started is not None and server.started:
             started.set()
 

@@ -1,12 +1,15 @@
 """The /graphql endpoint: strawberry's ASGI view, with a lean path for JSON POSTs.
 
 A JSON POST (nearly every request) is handled here directly: read the body,
-``orjson.loads``, ``schema.execute``, ``orjson.dumps``, send. Strawberry's own
+``orjson.loads``, ``schema.execute``, ``orjson.dumps``, gzip if large and
+accepted, send. Strawberry's own
 request handling (request adapters, content negotiation, multipart, batching,
 a sub-response per request) costs about as much CPU as executing a plain
 query; everything it adds that we use is reproduced here, with the same
 status codes and messages. GET (GraphiQL, queries in the URL), streaming
-POSTs and WebSocket go to strawberry, with orjson for its JSON.
+POSTs and WebSocket go to strawberry, with orjson for its JSON, through
+Starlette's GZipMiddleware. (Not app-wide: on the lean path the middleware's
+per-request responder cost more CPU than a whole Starlette route.)
 
 WebSocket connections get the handlers of ``api.protocols`` and one
 :class:`~api.context.SocketContext`, whose viewer is set by :meth:`ApiGraphQL.on_ws_connect`
@@ -17,13 +20,16 @@ served over WebSocket only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import zlib
 from datetime import timedelta
 from typing import Any, cast
 
 import asyncpg
 import orjson
 from cross_web import HTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -56,19 +62,31 @@ _POST_OPERATIONS = frozenset(OperationType.from_http("POST") - {OperationType.SU
 _JSON = b"application/json"
 # Accept values that ask for a streamed answer: strawberry's transports.
 _STREAMING = (b"multipart/mixed", b"text/event-stream")
+# Responses below this many bytes are sent as they are: compressing them costs
+# more CPU than it saves on the wire.
+GZIP_MIN_BYTES = 1024
+# zlib's default level (Starlette's middleware uses 9: a little smaller, much slower).
+GZIP_LEVEL = 6
+# Larger bodies are compressed in a thread, as Starlette does, not on the event loop.
+GZIP_THREAD_MIN_BYTES = 128 * 1024
 
 
-def _lean(scope: Scope) -> bool:
-    """A POST with a JSON body that does not ask for a streamed answer."""
+def _lean(scope: Scope) -> bytes | None:
+    """For a POST with a JSON body that does not ask for a streamed answer, its
+    Accept-Encoding (empty if none); None for any other request."""
     if scope["method"] != "POST":
-        return False
-    content_type = accept = b""
+        return None
+    content_type = accept = encodings = b""
     for key, value in scope["headers"]:
         if key == b"content-type":
             content_type = value
         elif key == b"accept":
             accept = value
-    return content_type.lower().startswith(_JSON) and not any(s in accept for s in _STREAMING)
+        elif key == b"accept-encoding":
+            encodings = value
+    if content_type.lower().startswith(_JSON) and not any(s in accept for s in _STREAMING):
+        return encodings
+    return None
 
 
 async def _body(receive: Receive) -> bytes:
@@ -83,9 +101,21 @@ async def _body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+def _gzip(body: bytes) -> bytes:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes, encodings: bytes = b"") -> None:
+    """Send a whole response; gzipped (as GZipMiddleware would) when large and accepted."""
+    headers = [(b"content-type", content_type)]
+    if len(body) >= GZIP_MIN_BYTES:
+        headers.append((b"vary", b"Accept-Encoding"))
+        if b"gzip" in encodings:
+            body = await asyncio.to_thread(_gzip, body) if len(body) >= GZIP_THREAD_MIN_BYTES else _gzip(body)
+            headers.append((b"content-encoding", b"gzip"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -115,6 +145,8 @@ class ApiGraphQL(GraphQL[Context, None]):
         self.authenticator = authenticator
         self.limits = limits
         self.metrics = metrics
+        # WebSocket passes through it untouched.
+        self._gzipped = GZipMiddleware(self._strawberry, minimum_size=GZIP_MIN_BYTES)
 
     def attach(self, pool: asyncpg.Pool | None, live: Live | None = None) -> None:
         self.pool = pool
@@ -123,9 +155,14 @@ class ApiGraphQL(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if _lean(scope):
-                await self._post(scope, receive, send)
+            encodings = _lean(scope)
+            if encodings is not None:
+                await self._post(scope, receive, send, encodings)
                 return
+        await self._gzipped(scope, receive, send)
+
+    async def _strawberry(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
             # The GraphiQL page before strawberry builds a context: the page
             # runs no operation, so it needs no Viewer.
             if scope["method"] == "GET" and self.graphql_ide:
@@ -173,7 +210,7 @@ class ApiGraphQL(GraphQL[Context, None]):
         context.authenticate(viewer, expires if isinstance(expires, float) else None)
         return cast("UnsetType", UNSET)
 
-    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _post(self, scope: Scope, receive: Receive, send: Send, encodings: bytes) -> None:
         try:
             data = orjson.loads(await _body(receive))
         except orjson.JSONDecodeError:
@@ -203,7 +240,7 @@ class ApiGraphQL(GraphQL[Context, None]):
         except InvalidOperationTypeError as exc:
             await _send(send, 400, exc.as_http_error_reason("POST").encode(), b"text/plain; charset=utf-8")
             return
-        await _send(send, 200, orjson.dumps(process_result(result)), _JSON)
+        await _send(send, 200, orjson.dumps(process_result(result)), _JSON, encodings)
 
     def _count_refused(self) -> None:
         # Refused before any operation ran (the rest is counted where it runs: api.execution).

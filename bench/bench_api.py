@@ -214,6 +214,10 @@ class Result:
     p99_ms: float
     server_cpu_s: float | None = None
     server_cpu_us_per_request: float | None = None
+    # The whole machine while measuring (others' processes included): the
+    # figures above only mean something next to these.
+    machine_busy_cores: float | None = None
+    load_average_1m: float | None = None
 
 
 def post(path: str, body: bytes) -> bytes:
@@ -252,23 +256,26 @@ async def load(port: int, make: Callable[[], bytes], connections: int, duration_
     record_from, deadline = now + warmup_s, now + warmup_s + duration_s
     latencies: list[float] = []
     errors = [0]
-    cpu_before = None
-    if pid is not None:
-        import psutil  # type: ignore[import-untyped]
+    import psutil  # type: ignore[import-untyped]
 
-        proc = psutil.Process(pid)
+    proc = psutil.Process(pid) if pid is not None else None
 
-        async def cpu_at_start() -> float:
-            await asyncio.sleep(warmup_s)
-            t = proc.cpu_times()
-            return float(t.user + t.system)
+    def busy() -> float:
+        t = psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
-        cpu_task = asyncio.ensure_future(cpu_at_start())
+    async def cpu_at_start() -> tuple[float, float]:
+        await asyncio.sleep(warmup_s)
+        t = proc.cpu_times() if proc is not None else None
+        return (float(t.user + t.system) if t is not None else 0.0), busy()
+
+    cpu_task = asyncio.ensure_future(cpu_at_start())
     await asyncio.gather(*(_connection(port, make, deadline, record_from, latencies, errors, check_errors)
                            for _ in range(connections)))
+    cpu_before, busy_before = await cpu_task
+    machine_busy = busy() - busy_before
     server_cpu = None
-    if pid is not None:
-        cpu_before = await cpu_task
+    if proc is not None:
         t = proc.cpu_times()
         server_cpu = float(t.user + t.system) - cpu_before
     seconds = time.perf_counter() - record_from
@@ -280,6 +287,7 @@ async def load(port: int, make: Callable[[], bytes], connections: int, duration_
         p99_ms=round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3) if n else 0.0,
         server_cpu_s=None if server_cpu is None else round(server_cpu, 3),
         server_cpu_us_per_request=None if server_cpu is None or not n else round(server_cpu / n * 1e6, 1),
+        machine_busy_cores=round(machine_busy / seconds, 2), load_average_1m=round(os.getloadavg()[0], 2),
     )
 
 
@@ -368,6 +376,10 @@ def main() -> None:
                 print(f"{name:16} graphql {g.rps:8.0f} req/s p50 {g.p50_ms:6.2f} ms p99 {g.p99_ms:6.2f} ms"
                       f" ({g.errors} errors) | bare {b.rps:8.0f} req/s p50 {b.p50_ms:6.2f} ms"
                       f" p99 {b.p99_ms:6.2f} ms | ratio {ratio}", flush=True)
+                print(f"{'':16} server CPU/request: graphql {g.server_cpu_us_per_request} us, bare "
+                      f"{b.server_cpu_us_per_request} us; machine busy {g.machine_busy_cores} / "
+                      f"{b.machine_busy_cores} of {os.cpu_count()} cores, load average {g.load_average_1m} / "
+                      f"{b.load_average_1m}", flush=True)
         if args.profile:
             profile = RESULTS / "api_profile.txt"
             port = free_port()

@@ -8,7 +8,9 @@ and broker: the projector (``projector.engine.Engine``, all projections), the
 API (uvicorn, uvloop, httptools: ``api.app.create_app``) and this driver.
 
 1. Background load: the simulator's orders published at ``--load`` events/s
-   for the whole run (nobody subscribes to them).
+   for the whole run (nobody subscribes to them), from a process of its own:
+   in the driver's event loop, sending 2,000 events/s delayed the frames it
+   timestamps.
 2. Latency: ``--connections`` WebSocket connections (graphql-transport-ws)
    with ``--per-connection`` ``orderUpdated(orderId)`` subscriptions each, one
    per tracer order. Tracer orders get their events one step at a time (one
@@ -108,7 +110,39 @@ def run_api(dsn: str, port: int) -> None:
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
-        await serve_api(Settings(database_url=dsn, api_port=port, log_level="WARNING"), stopping)
+        lags: list[float] = []
+
+        async def lag_routine() -> None:
+            # How late a 10 ms timer fires: time the event loop (or the CPU) was not ours.
+            while True:
+                started = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags.append(time.perf_counter() - started - 0.01)
+
+        probe = asyncio.create_task(lag_routine())
+        import gc
+
+        pauses: dict[int, list[float]] = defaultdict(list)
+        started_at = [0.0]
+
+        def collecting(phase: str, info: dict[str, int]) -> None:
+            # The cyclic collector stops the event loop while it walks the heap.
+            if phase == "start":
+                started_at[0] = time.perf_counter()
+            else:
+                pauses[info["generation"]].append(time.perf_counter() - started_at[0])
+
+        gc.callbacks.append(collecting)
+        try:
+            await serve_api(Settings(database_url=dsn, api_port=port, log_level="WARNING"), stopping)
+        finally:
+            probe.cancel()
+            print(f"api event loop lag: p50 {1000 * percentile(lags, 0.5):.1f} ms, p99 "
+                  f"{1000 * percentile(lags, 0.99):.1f} ms, max {1000 * max(lags, default=0.0):.1f} ms",
+                  flush=True)
+            for generation, times in sorted(pauses.items()):
+                print(f"api gc generation {generation}: {len(times)} collections, max "
+                      f"{1000 * max(times):.1f} ms, total {sum(times):.2f} s", flush=True)
 
     uvloop.run(serve())
 
@@ -140,11 +174,20 @@ def _cpu_by_owner() -> tuple[float, float]:
     return ours, others
 
 
+async def run_load(bootstrap: str, topics: list[str], orders: int, rate: int) -> None:
+    """The background load: ``orders`` simulated orders' events at ``rate`` events/s."""
+    from projector.simulator import SimulationOptions, generate, publish, topic_map_for
+
+    background = list(generate(SimulationOptions(orders=orders, seed=78, topic_map=topic_map_for(topics))))
+    print("ready", flush=True)
+    await publish(background, bootstrap, rate=rate)
+
+
 def _spawn(role: str, *args: str) -> subprocess.Popen[bytes]:
-    """This script in a process of its own, as the projector or the API."""
+    """This script in a process of its own, as the projector, the API or the load."""
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     return subprocess.Popen([sys.executable, HERE, "--role", role, *args], env=env,
-                            stdout=subprocess.PIPE if role == "engine" else None)
+                            stdout=subprocess.PIPE if role in ("engine", "load") else None)
 
 
 def free_port() -> int:
@@ -290,7 +333,6 @@ async def _api_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dict[str, Any]:
-    from projector.simulator import SimulationOptions, generate, publish, topic_map_for
     from projector.topics import ensure_topics
 
     topics = tuple(f"bench-{uuid.uuid4().hex[:6]}.{t}" for t in DEFAULT_TOPICS)
@@ -299,9 +341,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
     # Made before the clock starts: generating them costs the driver more CPU than sending.
     tracers = _stories(topics, args.connections * args.per_connection, seed=77)
     duration_s = STEP_S * (max(len(s) for s in tracers) + 3) + 20 + args.idle / 250
-    options = SimulationOptions(orders=int(args.load * duration_s / 5.0) + 1000, seed=78,
-                                topic_map=topic_map_for(topics))
-    background = list(generate(options))
+    load: subprocess.Popen[bytes] | None = None
     port = free_port()
     engine = _spawn("engine", dsn, bootstrap, ",".join(topics), str(args.poll_timeout_ms),
                     str(args.fetch_max_wait_ms))
@@ -310,7 +350,12 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
     try:
         await _api_ready(port, api)
         api_proc = psutil.Process(api.pid)
-        load = asyncio.create_task(publish(background, bootstrap, rate=args.load))
+        load = _spawn("load", bootstrap, ",".join(topics), str(int(args.load * duration_s / 5.0) + 1000),
+                      str(args.load))
+        assert load.stdout is not None
+        # It publishes once its events are generated.
+        if (await asyncio.to_thread(load.stdout.readline)).strip() != b"ready":
+            raise SystemExit("the load process failed to start")
         print(f"background load: {args.load:,} events/s; warming up", flush=True)
         await asyncio.sleep(8)
 
@@ -349,9 +394,6 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             await asyncio.sleep(5)
             rss_idle = api_proc.memory_info().rss
             subscribed_s = time.monotonic() - opened
-        load.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await load
         lat = sorted(tracking.latencies)
         return {
             "load_events_per_s": args.load,
@@ -376,6 +418,9 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             "fetch_max_wait_ms": args.fetch_max_wait_ms or 500,
         }
     finally:
+        if load is not None:
+            load.kill()
+            load.wait()
         api.send_signal(signal.SIGINT)
         engine.send_signal(signal.SIGTERM)
         out, _ = engine.communicate(timeout=60)
@@ -391,6 +436,9 @@ def main() -> None:
             import uvloop
             uvloop.run(run_engine(sys.argv[3], sys.argv[4], sys.argv[5].split(","), int(sys.argv[6]),
                                   int(sys.argv[7])))
+        elif sys.argv[2] == "load":
+            import uvloop
+            uvloop.run(run_load(sys.argv[3], sys.argv[4].split(","), int(sys.argv[5]), int(sys.argv[6])))
         else:
             run_api(sys.argv[3], int(sys.argv[4]))
         return

@@ -121,6 +121,11 @@ PLAIN = [
      " paid: orders(status: [PAID]) { totalCount } } }", {"id": "c1"}),
     ("{ customers { totalCount edges { node { customerId orders { edges { node { orderId } } } } } }"
      " orders(first: 3) { totalCount edges { node { orderId customer { customerId } } } } }", None),
+    # Variables that are not all strings: graphql-core coerces them (an ID from a number).
+    ("query($id: ID!, $n: Int) { order(orderId: $id) { orderId } orders(first: $n) { edges { cursor } } }",
+     {"id": 2, "n": 1}),
+    ("query($id: ID!, $a: String) { order(orderId: $id) { orderId } orders(first: 1, after: $a) {"
+     " edges { cursor } } }", {"id": "o1", "a": None}),
 ]
 
 

@@ -74,6 +74,14 @@ async def test_large_responses_are_gzipped(dsn: str) -> None:
         assert "content-encoding" not in raw.headers
         assert orjson.loads(raw.content)["data"] == large.json()["data"]
         assert gzip.compress(raw.content)  # sanity: the body is plain JSON
+        assert large.headers["vary"] == raw.headers["vary"] == "Accept-Encoding"
+        # Strawberry's path (a query in the URL) and /metrics are gzipped too.
+        got = await client.get("/graphql", params={"query": query}, headers={"accept-encoding": "gzip"})
+        assert got.headers["content-encoding"] == "gzip"
+        assert got.json()["data"] == large.json()["data"]
+        metrics = await client.get("/metrics", headers={"accept-encoding": "gzip"})
+        assert metrics.headers["content-encoding"] == "gzip"
+        assert "api_feed_resyncs_total" in metrics.text
 
 
 async def test_cors_only_for_configured_origins(dsn: str) -> None:
