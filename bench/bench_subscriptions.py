@@ -53,7 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import percentile, stack, write_results
 
-from api.sql.changes import FEED_INDEXES
 from projector.events import DEFAULT_TOPICS
 
 HERE = str(Path(__file__).resolve())
@@ -210,8 +209,6 @@ async def _database(admin_url: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, ALL)
-        for statement in FEED_INDEXES:
-            await conn.execute(statement)
     finally:
         await conn.close()
     return dsn

@@ -31,7 +31,6 @@ from api.app import create_app
 from api.config import ApiConfig, SocketLimits
 from api.live import Live
 from api.metrics import ApiMetrics
-from api.sql.changes import FEED_INDEXES
 from projector.engine import NOTIFY_CHANNEL
 from projector.settings import Settings
 
@@ -42,14 +41,8 @@ ORDER_FIELDS = "orderId customerId status eventCount"
 
 
 async def prepared(dsn: str) -> None:
-    """Migrated, with the indexes the change feed wants (until a migration makes them)."""
+    """Migrated (which creates the indexes the change feed wants)."""
     await migrated(dsn)
-    conn = await asyncpg.connect(dsn)
-    try:
-        for statement in FEED_INDEXES:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @dataclass

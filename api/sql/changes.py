@@ -8,7 +8,7 @@ when it last read (they may hold lower sequences than rows that committed
 first): see ``api.cursor``. Each such read is one statement that also returns
 its own snapshot (``_snapshot``, ``_foreign``) and the table's oid (``_oid``),
 so a read costs one round trip. These statements want an index on
-``updated_seq`` of each table they read (see FEED_INDEXES).
+``updated_seq`` of each table they read (the projections' migrations index it).
 """
 
 from __future__ import annotations
@@ -82,10 +82,6 @@ ORDERS = FeedTable(order_summary.ORDER_SUMMARY, "order_id", order_summary.COLUMN
                    owner="customer_id", status="status")
 DAYS = FeedTable(daily_sales.DAILY_SALES, "day", daily_sales.COLUMNS, small=True)
 FEED_TABLES: dict[str, FeedTable] = {t.name: t for t in (ORDERS, DAYS)}
-
-# The indexes the feed's reads want (the engine's migrations create them).
-FEED_INDEXES = tuple(
-    f"CREATE INDEX IF NOT EXISTS {t}_updated_seq_idx ON {t} (updated_seq)" for t in FEED_TABLES)
 
 
 # Columns of the head of a read: not row data.

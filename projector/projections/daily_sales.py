@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from projector.projections import _rows
-from projector.projections._names import UPDATED_SEQ, quote_ident
+from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
 from projector.projections.order_summary import MONEY, ZERO, OrderRow
 
 
@@ -39,9 +39,14 @@ def contribution(row: OrderRow) -> dict[date, Vector]:
 
 
 def ddl(table: str) -> list[str]:
-    """CREATE TABLE statement for ``daily_sales`` under ``table`` (the key is its index)."""
+    """CREATE TABLE and CREATE INDEX statements for ``daily_sales`` under ``table``.
+
+    ``updated_seq`` is indexed for the API's change feed, which reads the rows
+    written since the sequence it last delivered.
+    """
+    t = quote_ident(table)
     return [
-        f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} (\n"
+        f"CREATE TABLE IF NOT EXISTS {t} (\n"
         "    day date PRIMARY KEY,\n"
         "    orders_placed bigint NOT NULL,\n"
         "    orders_paid bigint NOT NULL,\n"
@@ -49,6 +54,7 @@ def ddl(table: str) -> list[str]:
         "    revenue numeric NOT NULL,\n"
         "    updated_seq bigint NOT NULL\n"
         ")",
+        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'updated_seq_idx')} ON {t} (updated_seq)",
     ]
 
 

@@ -224,7 +224,9 @@ def from_stored(values: Sequence[Any]) -> OrderRow:
 def ddl(table: str) -> list[str]:
     """CREATE TABLE and CREATE INDEX statements for ``order_summary`` under ``table``.
 
-    The four secondary indexes are the API's orderings; nothing else is indexed.
+    Four secondary indexes are the API's orderings, the fifth (``updated_seq``)
+    serves the API's change feed, which reads the rows written since the
+    sequence it last delivered; nothing else is indexed.
     """
     t = quote_ident(table)
     columns = ",\n    ".join(f"{c} {ctype}" for c, ctype in _COLUMN_TYPES)
@@ -237,6 +239,7 @@ def ddl(table: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {index_name(table, 'status_placed_idx')} "
         f"ON {t} (status, placed_at DESC, order_id)",
         f"CREATE INDEX IF NOT EXISTS {index_name(table, 'total_idx')} ON {t} (total_amount DESC, order_id)",
+        f"CREATE INDEX IF NOT EXISTS {index_name(table, 'updated_seq_idx')} ON {t} (updated_seq)",
     ]
 
 
