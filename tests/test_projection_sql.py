@@ -177,7 +177,8 @@ async def test_shadow_tables_under_other_names(conn: asyncpg.Connection) -> None
     await create_tables(conn, physical)
     await create_tables(conn, physical)  # idempotent
     indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
-    assert len(indexes) == 5 + 5 + 1 + 2 + 1 + 1  # the 5 keys, then 10 secondary (orders 5, customers 1, products 2, timeline 1, days 1)
+    # The 5 keys, then 10 secondary: orders 5, customers 1, products 2, timeline 1, days 1.
+    assert len(indexes) == 5 + 5 + 1 + 2 + 1 + 1
     rng = random.Random(7)
     events = random_events(rng, 40)
     for batch in split(rng, deliver(rng, events, duplicates=20), batches=4):
