@@ -1,4 +1,5 @@
-"""The projector engine: consume, decode, apply, checkpoint, in one transaction per batch.
+"""The projector engine: consume, decode, apply, checkpoint, in one transaction per batch
+and projection.
 
 Deciding and doing are apart: ``projector.batch`` sorts a fetched batch into
 per-projection work (pure); this module does the I/O: the Kafka consumer, the
@@ -41,6 +42,8 @@ NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
 _ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as full, in batches
 
+# A dead letter's key: (projection, topic, partition, offset).
+LetterKey = tuple[str, str, int, int]
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
 
 
@@ -425,36 +428,37 @@ class Engine:
         work, unknown = plan_work(active, self.positions, decoded)
         if not work:
             return
-        backoff = Backoff()
-        while True:
-            started = time.perf_counter()
+        started = time.perf_counter()
+        # Each projection commits in its own transaction (its checkpoints are
+        # its own), on its own connection, all at once: PostgreSQL writes one
+        # projection's rows while this process plans another's.
+        if len(work) == 1:
+            outcomes = [await self._commit_retrying(work[0], decoded, stopping)]
+        else:
+            tasks = [asyncio.ensure_future(self._commit_retrying(w, decoded, stopping))
+                     for w in work]
             try:
-                applied, letters = await self._commit(work, decoded, unknown)
-            except FencedError as exc:
-                self.fenced += 1
-                if self.metrics:
-                    self.metrics.fenced.inc()
-                log.warning("%s", exc)
-                await self._reseek(consumer, list(records))
-                return
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if stopping.is_set():
-                    log.info("stopping: abandoning the uncommitted batch (%s)", exc)
-                    return
-                delay = backoff.next_delay()
-                log.warning("batch commit failed (%s: %s); retrying in %.1f s without moving "
-                            "checkpoints", type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            break
+                outcomes = list(await asyncio.gather(*tasks))
+            except BaseException:
+                for t in tasks:
+                    t.cancel()  # rolls back what has not committed
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         elapsed = time.perf_counter() - started
-        n_records = sum(len(r) for r in records.values())
-        self.commit_log.append((elapsed, n_records))
-        if self.metrics:
-            self._observe(work, decoded, letters, unknown, n_records, elapsed)
-        for w in work:
+        committed = [(w, o) for w, o in zip(work, outcomes, strict=True) if o is not None]
+        # A decoder rejection is one shared entry, whichever projections moved past it.
+        letters = list({key: reason for _, o in committed for key, reason in o[1].items()}.items())
+        if len(committed) == len(work):  # else the records come again after the re-seek
+            self.unknown_skipped += sum(unknown.values())
+        if committed:
+            n_records = sum(len(r) for r in records.values())
+            self.commit_log.append((elapsed, n_records))
+            if self.metrics:
+                self._observe([w for w, _ in committed], decoded,
+                              [(key[0], reason) for key, reason in letters], unknown, n_records,
+                              elapsed)
+            self.batches_committed += 1
+        for w, (applied, _) in committed:
             name = w.projection.name
             for tp, part in w.partitions.items():
                 self.positions[name][tp] = part.next_offset
@@ -463,8 +467,39 @@ class Engine:
                     newest = max(e.event.occurred_at for e in part.events)
                     if name not in self.last_event_at or newest > self.last_event_at[name]:
                         self.last_event_at[name] = newest
-        self.events_applied += applied
-        self.batches_committed += 1
+            self.events_applied += applied
+        if len(committed) < len(work) and not stopping.is_set():
+            await self._reseek(consumer, list(records))  # a projection was fenced
+
+    async def _commit_retrying(
+        self, w: ProjectionWork, decoded: Decoded, stopping: asyncio.Event
+    ) -> tuple[int, dict[LetterKey, str]] | None:
+        """Commit one projection's part of a batch, retrying transient failures.
+
+        None: not committed (fenced, or abandoned because the engine stops).
+        """
+        backoff = Backoff()
+        while True:
+            try:
+                return await self._commit(w, decoded)
+            except FencedError as exc:
+                self.fenced += 1
+                if self.metrics:
+                    self.metrics.fenced.inc()
+                log.warning("%s", exc)
+                return None
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if stopping.is_set():
+                    log.info("stopping: abandoning the uncommitted batch of %s (%s)",
+                             w.projection.name, exc)
+                    return None
+                delay = backoff.next_delay()
+                log.warning("%s: batch commit failed (%s: %s); retrying in %.1f s without "
+                            "moving checkpoints", w.projection.name, type(exc).__name__, exc,
+                            delay)
+                await asyncio.sleep(delay)
 
     def _observe(self, work: Sequence[ProjectionWork], decoded: Decoded,
                  letters: list[tuple[str, str]], unknown: Mapping[str, int], records: int,
@@ -515,54 +550,49 @@ class Engine:
             consumer.seek(TopicPartition(*tp), jump[0])
         return out
 
-    async def _commit(self, work: Sequence[ProjectionWork], decoded: Decoded,
-                      unknown: Mapping[str, int]) -> tuple[int, list[tuple[str, str]]]:
-        letters: dict[tuple[str, str, int, int], dead_letters.DeadLetter] = {}
-        applied = 0
+    async def _commit(self, w: ProjectionWork,
+                      decoded: Decoded) -> tuple[int, dict[LetterKey, str]]:
+        """One projection's part of a batch, its dead letters and its checkpoints,
+        in one transaction. Returns the events applied and the reason of each
+        dead letter, by key."""
+        name = w.projection.name
+        letters: dict[LetterKey, dead_letters.DeadLetter] = {}
         async with self.pool.acquire() as conn, conn.transaction():
             if not self.shadow:
                 # Shared with every other live batch; a rebuild's cut-over takes
                 # it exclusively to hold live writes while it swaps tables.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) k",
-                    [live_lock_key(w.projection.name) for w in work])
-            changed: set[str] = set()
-            for w in work:
-                events = [e for part in w.partitions.values() for e in part.events]
-                tables, failed = await self._apply_isolating(conn, w.projection, events)
-                changed |= tables
-                applied += len(events) - len(failed)
-                for pe, exc in failed:
-                    log.error("projection %s failed on event %s (%s[%d]@%d): %r; dead-lettered",
-                              w.projection.name, pe.event.event_id, pe.topic, pe.partition,
-                              pe.offset, exc, extra=event_context(pe, w.projection.name))
-                    rec = decoded.record(pe.topic, pe.partition, pe.offset)
-                    letters[(w.projection.name, pe.topic, pe.partition, pe.offset)] = (
-                        dead_letters.DeadLetter(
-                            w.projection.name, pe.topic, pe.partition, pe.offset, rec.key,
-                            rec.value, list(rec.headers or ()), RejectReason.PROJECTION_ERROR.value,
-                            f"{type(exc).__name__}: {exc}", pe.event.event_id,
-                            pe.event.event_type))
-                for part in w.partitions.values():
-                    for r in part.rejected:
-                        key = (dead_letters.ALL_PROJECTIONS, r.topic, r.partition, r.offset)
-                        if key not in letters:
-                            letters[key] = r
-                            log.debug("rejected %s[%d]@%d: %s: %s; dead-lettered", r.topic,
-                                      r.partition, r.offset, r.reason, r.error[:200],
-                                      extra={"topic": r.topic, "partition": r.partition,
-                                             "offset": r.offset, "event_id": r.event_id,
-                                             "reason": r.reason})
-                await checkpoints.advance(conn, w.projection.name,
-                                          {tp: (p.expected, p.next_offset)
-                                           for tp, p in w.partitions.items()})
-            await dead_letters.write(conn, list(letters.values()))
+                await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", live_lock_key(name))
+            events = [e for part in w.partitions.values() for e in part.events]
+            changed, failed = await self._apply_isolating(conn, w.projection, events)
+            for pe, exc in failed:
+                log.error("projection %s failed on event %s (%s[%d]@%d): %r; dead-lettered",
+                          name, pe.event.event_id, pe.topic, pe.partition, pe.offset, exc,
+                          extra=event_context(pe, name))
+                rec = decoded.record(pe.topic, pe.partition, pe.offset)
+                letters[(name, pe.topic, pe.partition, pe.offset)] = dead_letters.DeadLetter(
+                    name, pe.topic, pe.partition, pe.offset, rec.key, rec.value,
+                    list(rec.headers or ()), RejectReason.PROJECTION_ERROR.value,
+                    f"{type(exc).__name__}: {exc}", pe.event.event_id, pe.event.event_type)
+            for part in w.partitions.values():
+                # Decoder rejections are one entry shared by every projection:
+                # whichever moves past the record first writes it.
+                for r in part.rejected:
+                    letters[(dead_letters.ALL_PROJECTIONS, r.topic, r.partition, r.offset)] = r
+                    log.debug("rejected %s[%d]@%d: %s: %s; dead-lettered", r.topic,
+                              r.partition, r.offset, r.reason, r.error[:200],
+                              extra={"topic": r.topic, "partition": r.partition,
+                                     "offset": r.offset, "event_id": r.event_id,
+                                     "reason": r.reason})
+            await checkpoints.advance(conn, name, {tp: (p.expected, p.next_offset)
+                                                   for tp, p in w.partitions.items()})
+            # In key order: two projections' transactions writing the same shared
+            # entries then wait for each other in one order, never in a cycle.
+            await dead_letters.write(conn, [letters[k] for k in sorted(letters)])
             if changed and not self.shadow:
                 seq = await conn.fetchval("SELECT currval('projector_updated_seq')")
                 payload = orjson.dumps({"tables": sorted(changed), "seq": seq}).decode()
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
-        self.unknown_skipped += sum(unknown.values())
-        return applied, [(k[0], d.reason) for k, d in letters.items()]
+        return len(events) - len(failed), {k: d.reason for k, d in letters.items()}
 
     async def _apply_isolating(
         self, conn: asyncpg.Connection, projection: Projection, events: Sequence[Positioned]

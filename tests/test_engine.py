@@ -29,6 +29,7 @@ from projector.checkpoints import FROM_LOG_START
 from projector.commands._control import set_paused
 from projector.embedded import EmbeddedPostgres
 from projector.engine import NOTIFY_CHANNEL, Engine
+from projector.errors import TransientError
 from projector.events import RejectReason
 from projector.projection import Positioned
 from projector.projections import ALL
@@ -148,6 +149,53 @@ async def test_fencing_stops_an_instance_that_lost_its_partitions(
                 "SELECT topic, partition, next_offset FROM projector_checkpoints"
                 " WHERE projection = 'orders'")}
         assert stored == {tp: stale.positions["orders"][tp] for tp in stored}
+    finally:
+        await pool.close()
+
+
+class _Flaky(TimelineProjection):
+    """The timeline, failing transiently on its first batches (a lost connection, say)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    async def apply(self, conn: Any, batch: Sequence[Positioned],
+                    physical: Mapping[str, str]) -> set[str]:
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("connection lost (injected)")
+        return await super().apply(conn, batch, physical)
+
+
+async def test_each_projection_commits_and_retries_on_its_own(
+    pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
+) -> None:
+    # The projections of a batch commit in transactions of their own: one
+    # retrying does not undo the other's commit, and the decoder's rejections,
+    # which both move past, are one dead letter each.
+    records = simulate(topics, orders=300, seed=31, duplicates=0.1, invalid=0.05, reorder=True)
+    await send(records, kafka_bootstrap)
+    flaky = _Flaky(failures=3)
+    projections = (OrdersProjection(), flaky)
+    pool = await migrated_pool(pg_dsn, projections)
+    try:
+        engine = Engine(settings_for(pg_dsn, kafka_bootstrap, topics, batch_max_events=400), pool,
+                        projections, group_id=None)
+        async with running(engine):
+            await wait_caught_up(engine, PARTITIONS)
+            while engine.lag_by_projection()["timeline"]:
+                await asyncio.sleep(0.05)
+        assert flaky.failures == 0
+        async with pool.acquire() as conn:
+            await assert_tables_match(conn, valid_events(records))
+            letters = Counter(r["reason"] for r in await conn.fetch(
+                "SELECT reason FROM dead_letters WHERE projection = '*'"))
+            total = await conn.fetchval("SELECT count(*) FROM dead_letters")
+        invalid = Counter(r.expect for r in records if r.expect is not None)
+        unknown = invalid.pop(RejectReason.UNKNOWN_EVENT_TYPE, 0)
+        assert letters == {reason.value: n for reason, n in invalid.items()}
+        assert total == sum(letters.values())
+        assert engine.unknown_skipped == unknown
     finally:
         await pool.close()
 
