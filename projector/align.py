@@ -67,9 +67,20 @@ class Aligner:
             if buffer is not None:
                 self._size -= len(buffer)
 
-    def take(self, n: int) -> dict[TP, list[Entry]]:
+    def horizon(self, unfetched: Iterable[TP]) -> Any:
+        """The newest timestamp a batch may take: the oldest of the newest records
+        buffered for partitions with more records still to fetch (``unfetched``).
+
+        A record past it may be preceded, in time, by a record not fetched yet.
+        None: no limit (no such partition has anything buffered).
+        """
+        ends = [self._buffers[tp][-1][0] for tp in unfetched if tp in self._buffers]
+        return min(ends) if ends else None
+
+    def take(self, n: int, horizon: Any = None) -> dict[TP, list[Entry]]:
         """Up to ``n`` records, oldest timestamp first; per partition, a prefix in offset order.
 
+        ``horizon``: take no record newer than this (see :meth:`horizon`).
         A partition whose timestamps go backwards keeps its offset order: only
         the heads of the buffers are compared.
         """
@@ -81,7 +92,9 @@ class Aligner:
         buffers = self._buffers
         taken = 0
         while heads and taken < n:
-            _, i, tp = heads[0]
+            ts, i, tp = heads[0]
+            if horizon is not None and ts > horizon and taken:
+                break
             buffer = buffers[tp]
             got = out.get(tp)
             if got is None:

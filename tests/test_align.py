@@ -37,6 +37,22 @@ def test_the_oldest_records_of_all_partitions_come_first() -> None:
     assert len(a) == 0 and a.take(10) == {}
 
 
+def test_a_batch_stops_where_a_partition_with_more_to_fetch_runs_out() -> None:
+    # "placed" has more records on the broker than buffered: what comes after
+    # its newest buffered timestamp (3) may be preceded by records not fetched yet.
+    a = Aligner(cap=100)
+    a.add({("placed", 0): _partition([1, 2, 3]), ("paid", 0): _partition([2, 4, 5, 9])})
+    horizon = a.horizon([("placed", 0)])
+    assert horizon == 3
+    batch = a.take(100, horizon)
+    assert _offsets(batch[("placed", 0)]) == [0, 1, 2]
+    assert _offsets(batch[("paid", 0)]) == [0]
+    assert len(a) == 3
+    # Once nothing is left to fetch there, no horizon: the rest may go.
+    assert a.horizon([]) is None and a.horizon([("placed", 0)]) is None
+    assert _offsets(a.take(100, None)[("paid", 0)]) == [1, 2, 3]
+
+
 def test_full_partitions_and_forget() -> None:
     a = Aligner(cap=3)
     a.add({("a", 0): _partition([1, 2, 3]), ("b", 0): _partition([1])})
