@@ -157,6 +157,7 @@ class Engine:
             max_partition_fetch_bytes=64 * 1024,
             fetch_max_bytes=8 * 1024 * 1024,
             max_poll_records=self.settings.batch_max_events,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         self._consumer = consumer
         await consumer.start()

@@ -95,6 +95,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "log_format": ("LOG_FORMAT", _parse_choice("text", "json"), "text or json"),
     "batch_max_events": ("PROJECTOR_BATCH_MAX_EVENTS", _parse_int(1, 1_000_000), "an integer 1..1000000"),
     "poll_timeout_ms": ("PROJECTOR_POLL_TIMEOUT_MS", _parse_int(1, 60_000), "milliseconds 1..60000"),
+    "fetch_max_wait_ms": ("PROJECTOR_FETCH_MAX_WAIT_MS", _parse_int(1, 60_000),
+                          "milliseconds 1..60000"),
     "session_timeout_ms": (
         "PROJECTOR_SESSION_TIMEOUT_MS", _parse_int(1000, 600_000), "milliseconds 1000..600000"),
     "auto_rebuild": ("PROJECTOR_AUTO_REBUILD", _parse_bool, "true or false"),
@@ -125,6 +127,9 @@ class Settings:
     log_format: str = "text"
     batch_max_events: int = 5000
     poll_timeout_ms: int = 200
+    # How long the broker may hold a fetch that finds nothing new. aiokafka's
+    # default (500 ms) delayed every change by ~200 ms on the embedded broker.
+    fetch_max_wait_ms: int = 100
     session_timeout_ms: int = 10_000
     auto_rebuild: bool = True
     api_auth: str = "none"
