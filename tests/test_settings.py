@@ -25,5 +25,5 @@ def test_values_are_parsed_and_a_bad_one_is_named() -> None:
     assert Settings.from_env({}).fetch_max_wait_ms == 100
     with pytest.raises(ConfigError, match="PROJECTOR_FETCH_MAX_WAIT_MS='soon' is not valid"):
         Settings.from_env({"PROJECTOR_FETCH_MAX_WAIT_MS": "soon"})
-    with pytest.raises(ConfigError, match="milliseconds 1..60000"):
+    with pytest.raises(ConfigError, match=r"milliseconds 1\.\.60000"):
         Settings.from_env({"PROJECTOR_FETCH_MAX_WAIT_MS": "0"})
