@@ -60,30 +60,26 @@ STEP_S = 2.0  # between two events of one tracer order: far above any latency me
 SUBSCRIBE = "subscription($id: ID!) { orderUpdated(orderId: $id) { orderId status eventCount } }"
 
 
+def _default_fetch_max_wait_ms() -> int:
+    from projector.settings import Settings
+
+    return Settings().fetch_max_wait_ms
+
+
 # --- the two servers, each in a process of its own ----------------------------------------
 
 
 async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_ms: int,
                      fetch_max_wait_ms: int) -> None:
-    from projector import engine as engine_module
     from projector.db import create_pool
     from projector.engine import Engine
     from projector.projections import ALL
     from projector.settings import Settings
 
-    if fetch_max_wait_ms > 0:
-        # What an engine setting would do (the engine leaves aiokafka's 500 ms):
-        # how long the broker may hold a fetch. Kafka answers a fetch as soon as
-        # one record arrives; the embedded broker answers at the deadline.
-        consumer_class = engine_module.AIOKafkaConsumer
-
-        def consumer(*args: Any, **kwargs: Any) -> Any:
-            return consumer_class(*args, fetch_max_wait_ms=fetch_max_wait_ms, **kwargs)
-
-        engine_module.AIOKafkaConsumer = consumer  # type: ignore[attr-defined]
-
     settings = Settings(database_url=dsn, kafka_bootstrap_servers=bootstrap, topics=tuple(topics),
                         poll_timeout_ms=poll_timeout_ms)
+    if fetch_max_wait_ms > 0:
+        settings = settings.with_(fetch_max_wait_ms=fetch_max_wait_ms)
     pool = await create_pool(dsn, min_size=1, max_size=4)
     engine = Engine(settings, pool, ALL, group_id=None)
     stopping = asyncio.Event()
@@ -412,7 +408,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             "idle_subscribe_s": subscribed_s,
             "api_rss_mb_with_idle": rss_idle / 2**20,
             "poll_timeout_ms": args.poll_timeout_ms,
-            "fetch_max_wait_ms": args.fetch_max_wait_ms or 500,
+            "fetch_max_wait_ms": args.fetch_max_wait_ms or _default_fetch_max_wait_ms(),
         }
     finally:
         if load is not None:
@@ -448,7 +444,7 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--poll-timeout-ms", type=int, default=200)
     parser.add_argument("--fetch-max-wait-ms", type=int, default=0,
-                        help="the engine consumer's fetch_max_wait_ms (0: aiokafka's default, 500)")
+                        help="PROJECTOR_FETCH_MAX_WAIT_MS for the engine (0: the default, 100)")
     args = parser.parse_args()
     if args.quick:
         args.connections, args.per_connection, args.idle, args.load = 10, 10, 500, 500
