@@ -18,7 +18,7 @@ import orjson
 
 from projector.db import is_transient, physical_tables
 from projector.dead_letters import ALL_PROJECTIONS
-from projector.engine import NOTIFY_CHANNEL
+from projector.engine import notify_changes
 from projector.errors import ConfigError
 from projector.events import Event, Rejection
 from projector.projection import Positioned, Projection
@@ -137,9 +137,7 @@ async def _replay_one(conn: asyncpg.Connection, entry: Entry, by_name: Mapping[s
         log.warning("replay of dead letter %d failed: %r", entry.id, exc)
         return f"{type(exc).__name__}: {exc}"
     if changed:
-        seq = await conn.fetchval("SELECT currval('projector_updated_seq')")
-        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL,
-                           orjson.dumps({"tables": sorted(changed), "seq": seq}).decode())
+        await notify_changes(conn, changed)
     return None
 
 

@@ -14,12 +14,11 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
@@ -45,6 +44,17 @@ _ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as ful
 # A dead letter's key: (projection, topic, partition, offset).
 LetterKey = tuple[str, str, int, int]
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
+
+
+# One round trip: the payload is built where the sequence is.
+_NOTIFY_SQL = ("SELECT pg_notify($1, json_build_object('tables', $2::text[], "
+               "'seq', currval('projector_updated_seq'))::text)")
+
+
+async def notify_changes(conn: asyncpg.Connection, tables: Iterable[str]) -> None:
+    """NOTIFY ``projector_changes`` with the changed tables and the highest sequence this
+    transaction drew: ``{"tables": [...], "seq": n}``, never row data (8,000-byte limit)."""
+    await conn.execute(_NOTIFY_SQL, NOTIFY_CHANNEL, sorted(tables))
 
 
 def live_lock_key(projection: str) -> int:
@@ -597,9 +607,7 @@ class Engine:
             # entries then wait for each other in one order, never in a cycle.
             await dead_letters.write(conn, [letters[k] for k in sorted(letters)])
             if changed and not self.shadow:
-                seq = await conn.fetchval("SELECT currval('projector_updated_seq')")
-                payload = orjson.dumps({"tables": sorted(changed), "seq": seq}).decode()
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
+                await notify_changes(conn, changed)
         return len(events) - len(failed), {k: d.reason for k, d in letters.items()}
 
     async def _apply_isolating(
