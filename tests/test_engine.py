@@ -200,6 +200,53 @@ async def test_each_projection_commits_and_retries_on_its_own(
         await pool.close()
 
 
+class _Gated(OrdersProjection):
+    """The orders projection, holding its first batch open until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def apply(self, conn: Any, batch: Sequence[Positioned],
+                    physical: Mapping[str, str]) -> set[str]:
+        self.entered.set()
+        await self.release.wait()
+        return await super().apply(conn, batch, physical)
+
+
+async def test_a_slow_projection_does_not_hold_back_the_others_commit(
+    pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
+) -> None:
+    records = simulate(topics, orders=100, seed=33)
+    await send(records, kafka_bootstrap)
+    gated = _Gated()
+    projections = (gated, TimelineProjection())
+    pool = await migrated_pool(pg_dsn, projections)
+    try:
+        engine = Engine(settings_for(pg_dsn, kafka_bootstrap, topics), pool, projections,
+                        group_id=None)
+        async with running(engine):
+            await asyncio.wait_for(gated.entered.wait(), 30)
+            # The orders transaction is open; the timeline's has committed beside it.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            async with pool.acquire() as conn:
+                while (not await conn.fetchval("SELECT count(*) FROM order_timeline")
+                       and loop.time() < deadline):
+                    await asyncio.sleep(0.05)
+                assert await conn.fetchval("SELECT count(*) FROM order_timeline") > 0
+                assert await conn.fetchval("SELECT count(*) FROM order_summary") == 0
+            gated.release.set()
+            await wait_caught_up(engine, PARTITIONS)
+            while engine.lag_by_projection()["orders"]:
+                await asyncio.sleep(0.05)
+        async with pool.acquire() as conn:
+            await assert_tables_match(conn, valid_events(records))
+    finally:
+        await pool.close()
+
+
 async def test_postgres_restart_mid_run_is_retried(
     kafka_bootstrap: str, topics: tuple[str, ...], servers_dir: Path
 ) -> None:
