@@ -37,6 +37,9 @@ class Aligner:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self._buffers: dict[TP, deque[Entry]] = {}
+        # Per partition, the newest timestamp fetched: a watermark, since
+        # timestamps within a partition may go backwards (producers' clocks).
+        self._newest: dict[TP, Any] = {}
         self._size = 0
 
     def __len__(self) -> int:
@@ -55,6 +58,9 @@ class Aligner:
                 buffer = self._buffers[tp] = deque()
             buffer.extend(records)
             self._size += len(records)
+            newest = max(r[0] for r in records)
+            if tp not in self._newest or newest > self._newest[tp]:
+                self._newest[tp] = newest
 
     def full(self) -> set[TP]:
         """The partitions holding at least :attr:`cap` records: drain no more of them."""
@@ -64,17 +70,20 @@ class Aligner:
         """Drop the records of ``tps`` (revoked, refused, or sought elsewhere)."""
         for tp in tps:
             buffer = self._buffers.pop(tp, None)
+            self._newest.pop(tp, None)
             if buffer is not None:
                 self._size -= len(buffer)
 
     def horizon(self, unfetched: Iterable[TP]) -> Any:
-        """The newest timestamp a batch may take: the oldest of the newest records
-        buffered for partitions with more records still to fetch (``unfetched``).
+        """The newest timestamp a batch may take: the oldest of the newest timestamps
+        fetched for partitions with more records still to fetch (``unfetched``) and
+        records buffered.
 
         A record past it may be preceded, in time, by a record not fetched yet.
-        None: no limit (no such partition has anything buffered).
+        Every record buffered for the partition that sets it is at or below it, so
+        that partition can always be drained. None: no limit.
         """
-        ends = [self._buffers[tp][-1][0] for tp in unfetched if tp in self._buffers]
+        ends = [self._newest[tp] for tp in unfetched if tp in self._buffers]
         return min(ends) if ends else None
 
     def take(self, n: int, horizon: Any = None) -> dict[TP, list[Entry]]:

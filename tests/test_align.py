@@ -53,6 +53,20 @@ def test_a_batch_stops_where_a_partition_with_more_to_fetch_runs_out() -> None:
     assert _offsets(a.take(100, None)[("paid", 0)]) == [1, 2, 3]
 
 
+def test_a_clock_going_backwards_does_not_hold_a_partition_back() -> None:
+    # The last record fetched from "placed" is older than the ones before it (two
+    # producers, two clocks). The horizon is the newest timestamp fetched there, so
+    # the whole partition can go in one batch: a horizon at its last record (2)
+    # would keep 10 and 11 waiting behind it, batch after batch.
+    a = Aligner(cap=100)
+    a.add({("placed", 0): _partition([10, 11, 2]), ("paid", 0): _partition([5, 12])})
+    horizon = a.horizon([("placed", 0)])
+    assert horizon == 11
+    batch = a.take(100, horizon)
+    assert _offsets(batch[("placed", 0)]) == [0, 1, 2]
+    assert _offsets(batch[("paid", 0)]) == [0]
+
+
 def test_full_partitions_and_forget() -> None:
     a = Aligner(cap=3)
     a.add({("a", 0): _partition([1, 2, 3]), ("b", 0): _partition([1])})
