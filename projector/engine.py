@@ -102,7 +102,7 @@ class Engine:
                  group_id: str | None = "", decode: DecodeFn | None = None,
                  client_id: str = "projector", metrics: EngineMetrics | None = None,
                  physical: Mapping[str, Mapping[str, str]] | None = None,
-                 shadow: bool = False) -> None:
+                 shadow: bool = False, only: Callable[[TP], bool] | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.projections = tuple(projections)
@@ -117,6 +117,9 @@ class Engine:
         # A shadow engine (a rebuild) writes tables nobody reads yet: it sends
         # no change notifications, publishes no status and takes no live locks.
         self.shadow = shadow
+        # Without a group: the partitions to take (all if None); a parallel
+        # rebuild gives each of its processes a share.
+        self.only = only
         self._physical_override = {k: dict(v) for k, v in (physical or {}).items()}
         self._batch_lock = asyncio.Lock()
         # Fetched records wait here to be cut into timestamp-ordered batches.
@@ -210,7 +213,8 @@ class Engine:
             parts = consumer.partitions_for_topic(topic) or set()
             if not parts:
                 raise LogTruncatedError(f"topic {topic!r} does not exist; create it first")
-            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+            tps += [TopicPartition(topic, p) for p in sorted(parts)
+                    if self.only is None or self.only((topic, p))]
         consumer.assign(tps)
         await self._on_assigned([(tp.topic, tp.partition) for tp in tps])
 

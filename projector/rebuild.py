@@ -11,8 +11,10 @@ the next rebuild drops the abandoned shadow tables.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from projector.engine import NOTIFY_CHANNEL, Engine, live_lock_key
 from projector.errors import ConfigError, LogTruncatedError
 from projector.projection import Positioned, Projection
 from projector.projections._names import quote_ident
+from projector.rebuild_worker import parse_key
 from projector.settings import Settings
 
 log = logging.getLogger("projector.rebuild")
@@ -38,7 +41,7 @@ def rebuild_lock_key(projection: str) -> int:
     return live_lock_key(f"rebuild:{projection}")
 
 
-class _Shadow:
+class Shadow:
     """The projection's code under another name (its own checkpoints) and tables."""
 
     def __init__(self, inner: Projection, name: str) -> None:
@@ -85,7 +88,7 @@ class Progress:
 class Plan:
     projection: Projection
     generation: int
-    shadow: _Shadow
+    shadow: Shadow
     tables: dict[str, str]  # logical -> shadow physical
     partial: bool = False
     summary: list[str] = field(default_factory=list)
@@ -104,7 +107,7 @@ class Rebuild:
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, projections: Sequence[Projection],
                  *, allow_partial: bool = False, batch_max_events: int = 20_000,
-                 catchup_lag: int = 2_000,
+                 catchup_lag: int = 2_000, workers: int = 1,
                  on_progress: Callable[[Progress], None] | None = None) -> None:
         self.settings = settings
         self.pool = pool
@@ -112,6 +115,7 @@ class Rebuild:
         self.allow_partial = allow_partial
         self.batch_max_events = batch_max_events
         self.catchup_lag = catchup_lag
+        self.workers = max(1, workers)
         self.on_progress = on_progress
         self.plans: list[Plan] = []
         self._started = time.monotonic()
@@ -136,7 +140,10 @@ class Rebuild:
                 for p in self.projections:
                     await _drop_abandoned(conn, p.name)
                     self.plans.append(await self._prepare(conn, p, partial))
-            await self._run_shadow("loading", self._near_end)
+            if self.workers > 1 and self._parallel_possible():
+                await self._load_in_processes(self.workers)
+            else:
+                await self._run_shadow("loading", self._near_end)
             await self._finish_tables()
             await self._run_shadow("catching up", self._near_end)
             # Cut-over: hold live writes (in-flight batches finish first), then
@@ -197,7 +204,7 @@ class Rebuild:
             inner = type(p)()  # fresh state (caches) for the shadow
         except TypeError:
             inner = p
-        shadow = _Shadow(inner, f"{p.name}#r{generation}")
+        shadow = Shadow(inner, f"{p.name}#r{generation}")
         async with conn.transaction():
             for stmt in p.ddl(tables):
                 if stmt.startswith("CREATE INDEX"):
@@ -262,6 +269,75 @@ class Rebuild:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 30)
 
+    def _parallel_possible(self) -> bool:
+        """Worker processes build the projections by name: only the registered ones."""
+        from projector.projections import ALL
+
+        by_name = {p.name: type(p) for p in ALL}
+        return all(by_name.get(p.projection.name) is type(p.projection) for p in self.plans)
+
+    async def _load_in_processes(self, count: int) -> None:
+        """The load phase in ``count`` processes, each a share of the partitions
+        (``projector.rebuild_worker``); the catch-up that follows runs here."""
+        base = {
+            "database_url": self.settings.require_database(),
+            "bootstrap": self.settings.require_kafka(),
+            "topics": list(self.settings.topics),
+            "batch_max_events": self.batch_max_events,
+            "lag": max(1, self.catchup_lag // count),
+            "log_level": "WARNING",
+            "shadows": [{"name": p.shadow.name, "projection": p.projection.name,
+                         "tables": p.tables} for p in self.plans],
+        }
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "projector.rebuild_worker",
+            orjson.dumps({**base, "share": [i, count]}).decode(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            for i in range(count)]
+        latest: list[dict[str, Any]] = [{} for _ in procs]
+        errors: list[collections.deque[str]] = [collections.deque(maxlen=40) for _ in procs]
+
+        async def read(i: int, proc: asyncio.subprocess.Process) -> int:
+            assert proc.stdout is not None and proc.stderr is not None
+
+            async def errs(stream: asyncio.StreamReader) -> None:
+                async for line in stream:  # drained, so that a chatty worker never blocks
+                    errors[i].append(line.decode(errors="replace").rstrip())
+
+            drain = asyncio.create_task(errs(proc.stderr))
+            async for line in proc.stdout:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    latest[i] = orjson.loads(line)
+            await drain
+            return await proc.wait()
+
+        readers = [asyncio.create_task(read(i, p)) for i, p in enumerate(procs)]
+        last_t, last_n, eps = time.monotonic(), 0, 0.0
+        try:
+            while True:
+                done, _ = await asyncio.wait(readers, timeout=0.5)
+                for i, task in enumerate(readers):
+                    if task in done and task.result() != 0:
+                        raise LogTruncatedError(
+                            f"rebuild worker {i + 1} of {count} failed (exit "
+                            f"{task.result()}): " + " | ".join(list(errors[i])[-5:]))
+                positions = {parse_key(k): v for w in latest for k, v in w.get("positions", {}).items()}
+                ends = {parse_key(k): v for w in latest for k, v in w.get("ends", {}).items()}
+                now = time.monotonic()
+                n = sum(positions.values())
+                eps = 0.7 * eps + 0.3 * (n - last_n) / max(1e-6, now - last_t)
+                last_t, last_n = now, n
+                await self._report_positions("loading", positions, ends, eps)
+                if len(done) == len(readers):
+                    return
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+            for task in readers:
+                with contextlib.suppress(Exception):
+                    await task
+
     @staticmethod
     def _applied(engine: Engine) -> int:
         """Records the shadow moved past (all shadows share one consumer)."""
@@ -275,8 +351,11 @@ class Rebuild:
         return sum(engine.lag().values()) <= self.catchup_lag
 
     async def _report(self, phase: str, engine: Engine, eps: float) -> None:
-        shadow_pos = next(iter(engine.positions.values()), {})
-        ends = engine.log_ends()
+        await self._report_positions(phase, next(iter(engine.positions.values()), {}),
+                                     engine.log_ends(), eps)
+
+    async def _report_positions(self, phase: str, shadow_pos: Mapping[tuple[str, int], int],
+                                ends: Mapping[tuple[str, int], int | None], eps: float) -> None:
         parts = sorted((t, p, max(0, shadow_pos.get((t, p), 0)), ends.get((t, p)) or 0)
                        for t, p in ends)
         # A partition not fetched yet in this phase shows its checkpoint as its end.

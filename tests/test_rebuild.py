@@ -45,8 +45,9 @@ async def _query_loop(dsn: str, stop: asyncio.Event, floor: int, seen: list[int]
         await conn.close()
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "two-processes"])
 async def test_rebuild_serves_throughout_and_swaps_in_an_equal_model(
-    pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
+    pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...], workers: int
 ) -> None:
     first = simulate(topics, orders=1500, seed=51, duplicates=0.05, invalid=0.01, reorder=True)
     second = simulate(topics, orders=500, seed=52)
@@ -66,7 +67,7 @@ async def test_rebuild_serves_throughout_and_swaps_in_an_equal_model(
             reader = asyncio.create_task(_query_loop(pg_dsn, stop, floor, seen, errors))
             feeder = asyncio.create_task(send(second, kafka_bootstrap))  # live keeps moving
             progress: list[Any] = []
-            plans = await Rebuild(settings, pool, ALL, batch_max_events=3000,
+            plans = await Rebuild(settings, pool, ALL, batch_max_events=3000, workers=workers,
                                   on_progress=progress.append).run()
             await feeder
             await wait_caught_up(live, PARTITIONS)

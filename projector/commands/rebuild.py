@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cancel", action="store_true", help="stop a running rebuild of NAME")
     parser.add_argument("--batch-max-events", type=int, default=20_000, metavar="N",
                         help="events per shadow batch (default 20000)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes that load the shadow tables, each a share of the "
+                             "partitions (default 1; at most one per core is useful)")
 
 
 class _Bars:
@@ -95,7 +98,8 @@ async def _main(args: argparse.Namespace, settings: Settings,
         settings.require_kafka()
         tune_gc()
         job = rb.Rebuild(settings, pool, projections, allow_partial=args.allow_partial,
-                         batch_max_events=args.batch_max_events, on_progress=_Bars())
+                         batch_max_events=args.batch_max_events, workers=args.workers,
+                         on_progress=_Bars())
         started = time.monotonic()
         plans = await job.run()
         print(f"\nrebuilt {', '.join(p.projection.name for p in plans)} in "
