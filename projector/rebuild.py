@@ -220,15 +220,40 @@ class Rebuild:
         return Plan(p, generation, shadow, tables, partial)
 
     async def _finish_tables(self) -> None:
-        async with self.pool.acquire() as conn:
-            for plan in self.plans:
-                for physical in plan.tables.values():
-                    await conn.execute(f"ALTER TABLE {quote_ident(physical)} SET LOGGED")
-                for stmt in plan.projection.ddl(plan.tables):
-                    if stmt.startswith("CREATE INDEX"):
-                        await conn.execute(stmt)
-                await conn.execute("ANALYZE " + ", ".join(quote_ident(t)
-                                                          for t in plan.tables.values()))
+        """Per shadow table: SET LOGGED, its secondary indexes, ANALYZE; two tables at
+        a time (each step is one backend's work, and a rebuild has two large tables)."""
+        jobs: list[tuple[str, list[str]]] = []
+        for plan in self.plans:
+            indexes = [s for s in plan.projection.ddl(plan.tables) if s.startswith("CREATE INDEX")]
+            for physical in plan.tables.values():
+                on = f" ON {quote_ident(physical)} "
+                jobs.append((physical, [s for s in indexes if on in s]))
+                indexes = [s for s in indexes if on not in s]
+            if indexes:
+                raise ConfigError(f"{plan.projection.name}: index statements on no shadow table: "
+                                  f"{indexes}")
+        async with self.pool.acquire() as conn:  # the largest first
+            sizes = dict(await conn.fetch(
+                "SELECT t, pg_relation_size(t::regclass) FROM unnest($1::text[]) t",
+                [quote_ident(physical) for physical, _ in jobs]))
+        jobs.sort(key=lambda job: -sizes.get(quote_ident(job[0]), 0))
+        slots = asyncio.Semaphore(2)
+
+        async def finish(physical: str, indexes: list[str]) -> None:
+            async with slots, self.pool.acquire() as conn:
+                await conn.execute(f"ALTER TABLE {quote_ident(physical)} SET LOGGED")
+                for stmt in indexes:
+                    await conn.execute(stmt)
+                await conn.execute(f"ANALYZE {quote_ident(physical)}")
+
+        tasks = [asyncio.ensure_future(finish(*job)) for job in jobs]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _live_checkpoints(self) -> dict[str, dict[tuple[str, int], int]]:
         async with self.pool.acquire() as conn:
