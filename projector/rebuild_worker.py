@@ -7,7 +7,8 @@ partition number across topics when producers key by order_id, so the shares
 mostly write different orders; where they do not, the order rows are written
 compare-and-set and the aggregates by addition, so concurrent writers stay
 exact). It prints its positions and log ends as a JSON line about twice a
-second, and exits 0 once within ``lag`` events of the ends it sees.
+second, and exits 0 once within ``lag`` events of the ends it sees, or at
+once if the parent dies (a killed rebuild leaves no writer behind).
 
     python -m projector.rebuild_worker '{"database_url": ..., "share": [0, 2], ...}'
 """
@@ -15,6 +16,7 @@ second, and exits 0 once within ``lag`` events of the ends it sees.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -54,12 +56,17 @@ async def run(spec: dict[str, Any]) -> None:
                     physical={s["name"]: s["tables"] for s in spec["shadows"]},
                     only=lambda tp: tp[1] % count == index)
     tune_gc()
+    parent = os.getppid()
     stopping = asyncio.Event()
     task = asyncio.create_task(engine.run(stopping))
     last = 0.0
     try:
         while True:
             await asyncio.sleep(0.1)
+            if os.getppid() != parent:
+                # The rebuild was killed: its session locks are gone, and the next one
+                # drops these tables. Leave at once; PostgreSQL rolls back the batch.
+                os._exit(3)
             if task.done():
                 task.result()
                 raise SystemExit("the rebuild worker's consumer stopped unexpectedly")

@@ -140,6 +140,20 @@ def _env(dsn: str, bootstrap: str, topics: tuple[str, ...]) -> dict[str, str]:
                 PROJECTOR_SESSION_TIMEOUT_MS="6000", PROJECTOR_METRICS_PORT="0")
 
 
+def _workers_of(topic: str) -> list[int]:
+    """Live rebuild worker processes whose spec names ``topic``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "projector.rebuild_worker" in cmdline and topic in cmdline and state != "Z":
+            found.append(int(pid))
+    return found
+
+
 @pytest.mark.slow
 async def test_killed_rebuilds_leave_live_tables_serving_and_a_new_one_completes(
     pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...], tmp_path: Path
@@ -158,11 +172,17 @@ async def test_killed_rebuilds_leave_live_tables_serving_and_a_new_one_completes
         for _ in range(3):
             with open(log, "ab") as out:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "projector.cli", "rebuild", "--all",
+                    [sys.executable, "-m", "projector.cli", "rebuild", "--all", "--workers", "2",
                      "--batch-max-events", "2000"], stdout=out, stderr=subprocess.STDOUT, env=env)
             await asyncio.sleep(rng.uniform(0.5, 3.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+            # Its loading processes leave with it: no writer outlives a killed rebuild.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while _workers_of(topics[0]) and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+            assert not _workers_of(topics[0])
             async with pool.acquire() as conn:  # live tables untouched and serving
                 await assert_tables_match(conn, valid_events(records))
         with open(log, "ab") as out:
