@@ -10,7 +10,10 @@ running (``running``, from ``pg_current_snapshot()``) become *suspects* of
 the table, each with the cursor as it was before that read: its rows can only
 lie above it. Once a later snapshot shows a suspect finished, the next read
 also returns the rows that transaction wrote between that cursor and the
-current one (``xmin`` names the writer; ``ReadPlan``). A transaction that is
+current one (``xmin`` names the writer; ``ReadPlan``). A read whose snapshot
+is the first to show a suspect finished returns its rows above that read's
+``after`` already: the rows owed are then only those up to it (a suspect's
+*bound*), or they would be sent twice. A transaction that is
 neither running at a snapshot nor visible in it started after it, and takes
 sequences above everything the snapshot showed: it needs no such care.
 
@@ -47,30 +50,36 @@ class TxSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
-    """Rows with ``updated_seq > low`` that are above ``after`` or written by one of ``xids``."""
+    """Rows with ``updated_seq > low`` that are above ``after``, or written by one of
+    ``xids`` with a sequence at most its entry in ``highs``."""
 
     low: int
     after: int
     xids: tuple[int, ...]
+    highs: tuple[int, ...] = ()
 
 
 class TableCursor:
-    """The highest sequence read from a table, its oid, and its suspects (xid -> lowest
-    sequence its rows may have)."""
+    """The highest sequence read from a table, its oid, its suspects (xid -> lowest
+    sequence its rows may have) and the bounds of finished ones (xid -> highest
+    sequence of its rows not read yet)."""
 
-    __slots__ = ("oid", "seq", "suspects")
+    __slots__ = ("bounds", "oid", "seq", "suspects")
 
     def __init__(self, seq: int, oid: int | None, suspects: dict[int, int] | None = None) -> None:
         self.seq = seq
         self.oid = oid
         self.suspects: dict[int, int] = dict(suspects or {})
+        self.bounds: dict[int, int] = {}
 
     def plan(self, latest: TxSnapshot) -> ReadPlan:
         """What the next read must return, given the latest snapshot known (any read's:
         a transaction finished then is finished in every later one)."""
         finished = tuple(x for x in self.suspects if x not in latest.running)
         low = min((self.suspects[x] for x in finished), default=self.seq)
-        return ReadPlan(min(low, self.seq), self.seq, finished)
+        # Rows above ``seq`` come anyway; a bound excludes rows an earlier read returned.
+        highs = tuple(min(self.bounds.get(x, self.seq), self.seq) for x in finished)
+        return ReadPlan(min(low, self.seq), self.seq, finished, highs)
 
     def advance(self, plan: ReadPlan, highest: int | None, seen: TxSnapshot) -> bool:
         """After the read of ``plan`` in snapshot ``seen``; ``highest`` is the largest
@@ -78,6 +87,12 @@ class TableCursor:
         another read is owed (it looks for that transaction's rows)."""
         for xid in plan.xids:
             self.suspects.pop(xid, None)
+            self.bounds.pop(xid, None)
+        for xid in self.suspects:
+            if xid not in seen.running and xid not in self.bounds:
+                # Finished before this read's snapshot: this read returned its rows
+                # above ``plan.after``; the next one owes only those up to it.
+                self.bounds[xid] = plan.after
         for xid in seen.running:
             self.suspects.setdefault(xid, plan.after)
         if highest is not None and highest > self.seq:
@@ -89,6 +104,7 @@ class TableCursor:
         self.seq = seq
         self.oid = oid
         self.suspects.clear()
+        self.bounds.clear()
 
 
 def established(first_top: int, top: int, oid: int | None, snapshot: TxSnapshot,

@@ -254,7 +254,8 @@ class ChangeFeed:
                     return
                 cursor.advance(plan, head["_newest"], seen)
                 return
-            rows = await conn.fetch(spec.since, plan.low, plan.after, list(plan.xids), FEED_PAGE_ROWS)
+            rows = await conn.fetch(spec.since, plan.low, plan.after, list(plan.xids),
+                                   list(plan.highs), FEED_PAGE_ROWS)
             seen = self._seen(rows[0])
             if rows[0]["_oid"] != cursor.oid:
                 await self._swapped(conn, spec, cursor, rows[0]["_oid"], arrived)

@@ -93,11 +93,26 @@ def test_cursor_looks_back_for_a_transaction_that_was_running() -> None:
     assert cursor.advance(third, None, _snap(8)) is True
     # Read 4: 7's rows above 10 are looked for; 8 runs on.
     fourth = cursor.plan(_snap(8))
-    assert fourth == ReadPlan(10, 25, (7,))
+    assert fourth == ReadPlan(10, 25, (7,), (25,))
     assert cursor.advance(fourth, None, _snap(8)) is False
     assert cursor.seq == 25 and cursor.suspects == {8: 20}
     # Read 5: 8 finished.
-    assert cursor.plan(_snap()) == ReadPlan(20, 25, (8,))
+    assert cursor.plan(_snap()) == ReadPlan(20, 25, (8,), (25,))
+
+
+def test_rows_a_read_returned_are_not_owed_again() -> None:
+    cursor = TableCursor(10, 1)
+    first = cursor.plan(_snap())
+    assert cursor.advance(first, 20, _snap(7)) is False  # 7 ran: its rows may lie above 10
+    # The next read is planned while 7 is known to run, but 7 finished before it ran:
+    # it returned 7's rows above 20 (up to 30); those from 11 to 20 are still owed.
+    second = cursor.plan(_snap(7))
+    assert second == ReadPlan(20, 20, ())
+    assert cursor.advance(second, 30, _snap()) is True
+    third = cursor.plan(_snap())
+    assert third == ReadPlan(10, 30, (7,), (20,))  # not up to 30: no row twice
+    assert cursor.advance(third, None, _snap()) is False
+    assert cursor.suspects == {} and cursor.bounds == {}
 
 
 def test_cursor_reset_forgets_the_old_history() -> None:

@@ -41,11 +41,13 @@ class FeedTable:
     @property
     def since(self) -> str:
         """The head, then rows above $1 that are above $2 or written by one of the
-        transactions $3, a page ($4); no rows: one row of the head and nulls."""
+        transactions $3 at or below its bound in $4, a page ($5); no rows: one row of
+        the head and nulls."""
         return (f"SELECT h.*, r.* FROM ({_head(self.name)}) AS h LEFT JOIN LATERAL ("
                 f"SELECT {self.columns}, updated_seq FROM {table(self.name)} "
-                "WHERE updated_seq > $1 AND (updated_seq > $2 OR xmin::text::bigint = ANY($3::bigint[])) "
-                "ORDER BY updated_seq LIMIT $4) AS r ON true")
+                "WHERE updated_seq > $1 AND (updated_seq > $2 OR EXISTS (SELECT 1 FROM "
+                "unnest($3::bigint[], $4::bigint[]) AS s(x, h) WHERE xmin::text::bigint = s.x "
+                "AND updated_seq <= s.h)) ORDER BY updated_seq LIMIT $5) AS r ON true")
 
     @property
     def newest(self) -> str:
