@@ -41,6 +41,10 @@ NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
 _ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as full, in batches
 
+class _ApplyFailed(Exception):
+    """A projection raised on a batch applied whole: run it again, isolating."""
+
+
 # A dead letter's key: (projection, topic, partition, offset).
 LetterKey = tuple[str, str, int, int]
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
@@ -501,9 +505,13 @@ class Engine:
         None: not committed (fenced, or abandoned because the engine stops).
         """
         backoff = Backoff()
+        isolate = False
         while True:
             try:
-                return await self._commit(w, decoded)
+                return await self._commit(w, decoded, isolate)
+            except _ApplyFailed:
+                isolate = True  # again at once, bisecting to find the poison events
+                continue
             except FencedError as exc:
                 self.fenced += 1
                 if self.metrics:
@@ -572,11 +580,17 @@ class Engine:
             consumer.seek(TopicPartition(*tp), jump[0])
         return out
 
-    async def _commit(self, w: ProjectionWork,
-                      decoded: Decoded) -> tuple[int, dict[LetterKey, str]]:
+    async def _commit(self, w: ProjectionWork, decoded: Decoded,
+                      isolate: bool = False) -> tuple[int, dict[LetterKey, str]]:
         """One projection's part of a batch, its dead letters and its checkpoints,
         in one transaction. Returns the events applied and the reason of each
-        dead letter, by key."""
+        dead letter, by key.
+
+        The batch is applied as a whole; if the projection raises, the
+        transaction is rolled back (:class:`_ApplyFailed`) and the caller runs it
+        again with ``isolate``, which bisects in savepoints to find the poison
+        events. Savepoints cost two round trips, so only that rare run pays them.
+        """
         name = w.projection.name
         letters: dict[LetterKey, dead_letters.DeadLetter] = {}
         async with self.pool.acquire() as conn, conn.transaction():
@@ -585,7 +599,17 @@ class Engine:
                 # it exclusively to hold live writes while it swaps tables.
                 await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", live_lock_key(name))
             events = [e for part in w.partitions.values() for e in part.events]
-            changed, failed = await self._apply_isolating(conn, w.projection, events)
+            failed: list[tuple[Positioned, BaseException]] = []
+            if isolate:
+                changed, failed = await self._apply_isolating(conn, w.projection, events)
+            else:
+                try:
+                    changed = (await w.projection.apply(conn, events, self._physical[name])
+                               if events else set())
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    raise _ApplyFailed(error) from error
             for pe, exc in failed:
                 log.error("projection %s failed on event %s (%s[%d]@%d): %r; dead-lettered",
                           name, pe.event.event_id, pe.topic, pe.partition, pe.offset, exc,
