@@ -41,6 +41,14 @@ NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
 _ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as full, in batches
 
+PosKey = tuple[str, int, int]
+"""An event's log position: (topic, partition, offset)."""
+
+
+def _pos(pe: Positioned) -> PosKey:
+    return (pe.topic, pe.partition, pe.offset)
+
+
 class _ApplyFailed(Exception):
     """A projection raised on a batch applied whole: run it again, isolating."""
 
@@ -505,12 +513,17 @@ class Engine:
         None: not committed (fenced, or abandoned because the engine stops).
         """
         backoff = Backoff()
+        poison: dict[PosKey, BaseException] = {}
         isolate = False
         while True:
             try:
-                return await self._commit(w, decoded, isolate)
+                return await self._commit(w, decoded, poison, isolate)
             except _ApplyFailed:
-                isolate = True  # again at once, bisecting to find the poison events
+                # Find the events the projection fails on, then apply the others whole.
+                found = await self._find_poison(w, poison)
+                if not found:
+                    isolate = True  # it fails only in company: commit bisecting (rare)
+                poison.update(found)
                 continue
             except FencedError as exc:
                 self.fenced += 1
@@ -581,15 +594,19 @@ class Engine:
         return out
 
     async def _commit(self, w: ProjectionWork, decoded: Decoded,
+                      poison: Mapping[PosKey, BaseException] | None = None,
                       isolate: bool = False) -> tuple[int, dict[LetterKey, str]]:
         """One projection's part of a batch, its dead letters and its checkpoints,
         in one transaction. Returns the events applied and the reason of each
         dead letter, by key.
 
-        The batch is applied as a whole; if the projection raises, the
-        transaction is rolled back (:class:`_ApplyFailed`) and the caller runs it
-        again with ``isolate``, which bisects in savepoints to find the poison
-        events. Savepoints cost two round trips, so only that rare run pays them.
+        The batch, less the ``poison`` events (dead-lettered), is applied whole,
+        in the transaction itself: rows written in a savepoint would carry a
+        subtransaction's xid, which the API's change feed cannot match to the
+        running transactions it sees (``api.cursor``). If the projection raises,
+        the transaction is rolled back (:class:`_ApplyFailed`); the caller finds
+        the poison events (:meth:`_find_poison`) and runs it again. ``isolate``:
+        bisect in savepoints here instead (when no single event fails alone).
         """
         name = w.projection.name
         letters: dict[LetterKey, dead_letters.DeadLetter] = {}
@@ -600,8 +617,14 @@ class Engine:
                 await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", live_lock_key(name))
             events = [e for part in w.partitions.values() for e in part.events]
             failed: list[tuple[Positioned, BaseException]] = []
+            if poison:
+                failed = [(e, poison[_pos(e)]) for e in events if _pos(e) in poison]
+                events = [e for e in events if _pos(e) not in poison]
+            applied = len(events)
             if isolate:
-                changed, failed = await self._apply_isolating(conn, w.projection, events)
+                changed, more = await self._apply_isolating(conn, w.projection, events)
+                failed += more
+                applied -= len(more)
             else:
                 try:
                     changed = (await w.projection.apply(conn, events, self._physical[name])
@@ -636,7 +659,25 @@ class Engine:
             await dead_letters.write(conn, [letters[k] for k in sorted(letters)])
             if changed and not self.shadow:
                 await notify_changes(conn, changed)
-        return len(events) - len(failed), {k: d.reason for k, d in letters.items()}
+        return applied, {k: d.reason for k, d in letters.items()}
+
+    async def _find_poison(self, w: ProjectionWork,
+                           known: Mapping[PosKey, BaseException]) -> dict[PosKey, BaseException]:
+        """The events of ``w`` (less ``known``) the projection fails on, found by
+        bisecting in savepoints in a transaction that is then rolled back."""
+        events = [e for part in w.partitions.values() for e in part.events
+                  if _pos(e) not in known]
+        async with self.pool.acquire() as conn:
+            probe = conn.transaction()
+            await probe.start()
+            try:
+                if not self.shadow:
+                    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)",
+                                       live_lock_key(w.projection.name))
+                _, failed = await self._apply_isolating(conn, w.projection, events)
+            finally:
+                await probe.rollback()
+        return {_pos(pe): exc for pe, exc in failed}
 
     async def _apply_isolating(
         self, conn: asyncpg.Connection, projection: Projection, events: Sequence[Positioned]
