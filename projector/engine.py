@@ -33,6 +33,7 @@ from projector.events import Event, Rejection, RejectReason
 from projector.metrics import EngineMetrics
 from projector.projection import Positioned, Projection
 from projector.retry import Backoff
+from projector.runtime import gather_or_cancel
 from projector.settings import Settings
 
 log = logging.getLogger("projector.engine")
@@ -469,15 +470,8 @@ class Engine:
         if len(work) == 1:
             outcomes = [await self._commit_retrying(work[0], decoded, stopping)]
         else:
-            tasks = [asyncio.ensure_future(self._commit_retrying(w, decoded, stopping))
-                     for w in work]
-            try:
-                outcomes = list(await asyncio.gather(*tasks))
-            except BaseException:
-                for t in tasks:
-                    t.cancel()  # rolls back what has not committed
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+            outcomes = await gather_or_cancel(
+                *(self._commit_retrying(w, decoded, stopping) for w in work))
         elapsed = time.perf_counter() - started
         committed = [(w, o) for w, o in zip(work, outcomes, strict=True) if o is not None]
         # A decoder rejection is one shared entry, whichever projections moved past it.
@@ -611,10 +605,7 @@ class Engine:
         name = w.projection.name
         letters: dict[LetterKey, dead_letters.DeadLetter] = {}
         async with self.pool.acquire() as conn, conn.transaction():
-            if not self.shadow:
-                # Shared with every other live batch; a rebuild's cut-over takes
-                # it exclusively to hold live writes while it swaps tables.
-                await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", live_lock_key(name))
+            await self._hold_live(conn, name)
             events = [e for part in w.partitions.values() for e in part.events]
             failed: list[tuple[Positioned, BaseException]] = []
             if poison:
@@ -661,6 +652,13 @@ class Engine:
                 await notify_changes(conn, changed)
         return applied, {k: d.reason for k, d in letters.items()}
 
+    async def _hold_live(self, conn: asyncpg.Connection, projection: str) -> None:
+        """Take the projection's live lock for this transaction, shared with every
+        other live batch; a rebuild's cut-over takes it exclusively to hold live
+        writes while it swaps tables. A shadow engine takes none."""
+        if not self.shadow:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", live_lock_key(projection))
+
     async def _find_poison(self, w: ProjectionWork,
                            known: Mapping[PosKey, BaseException]) -> dict[PosKey, BaseException]:
         """The events of ``w`` (less ``known``) the projection fails on, found by
@@ -671,9 +669,7 @@ class Engine:
             probe = conn.transaction()
             await probe.start()
             try:
-                if not self.shadow:
-                    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)",
-                                       live_lock_key(w.projection.name))
+                await self._hold_live(conn, w.projection.name)
                 _, failed = await self._apply_isolating(conn, w.projection, events)
             finally:
                 await probe.rollback()

@@ -30,6 +30,7 @@ from projector.errors import ConfigError, LogTruncatedError
 from projector.projection import Positioned, Projection
 from projector.projections._names import quote_ident
 from projector.rebuild_worker import parse_key
+from projector.runtime import gather_or_cancel
 from projector.settings import Settings
 
 log = logging.getLogger("projector.rebuild")
@@ -246,14 +247,7 @@ class Rebuild:
                     await conn.execute(stmt)
                 await conn.execute(f"ANALYZE {quote_ident(physical)}")
 
-        tasks = [asyncio.ensure_future(finish(*job)) for job in jobs]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        await gather_or_cancel(*(finish(*job) for job in jobs))
 
     async def _live_checkpoints(self) -> dict[str, dict[tuple[str, int], int]]:
         async with self.pool.acquire() as conn:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
@@ -24,3 +27,16 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
         return await main(stopping)
 
     return asyncio.run(runner())
+
+
+async def gather_or_cancel(*coros: Coroutine[Any, Any, T]) -> list[T]:
+    """Await all of ``coros`` at once; if one fails, cancel the others (a transaction
+    in flight then rolls back), wait for them, and raise."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
