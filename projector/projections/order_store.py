@@ -260,11 +260,16 @@ def _write_sql(table: str) -> str:
     # $1: rows the table holds, each with the event_ids it was folded from (compare-and-set;
     # a failed comparison leaves the row alone). $2: new rows; a row inserted meanwhile by
     # another transaction is left alone. Returns the order ids written, as one array: the
-    # others are lost, to be reloaded and folded again.
+    # others are lost, to be reloaded and folded again. $3: the updated rows' order ids, so the
+    # planner finds them through the primary key: it guesses 100 rows for
+    # jsonb_array_elements and, joining on that alone, chose a seq scan and hash join
+    # while the table was small, and kept that cached plan as the table grew (12 ms for
+    # 80 rows of a 16,000-row table).
     return (
         f"WITH updated AS (UPDATE {t} AS o SET {sets}, updated_seq = nextval('{UPDATED_SEQ}') "
         "FROM jsonb_array_elements($1::jsonb) AS r "
-        f"WHERE o.order_id = r->>0 AND o.event_ids = (r->>{expected_at})::text[] RETURNING o.order_id), "
+        f"WHERE o.order_id = ANY($3::text[]) AND o.order_id = r->>0 "
+        f"AND o.event_ids = (r->>{expected_at})::text[] RETURNING o.order_id), "
         f"inserted AS (INSERT INTO {t} ({', '.join(COLUMNS)}, updated_seq) "
         f"SELECT {', '.join(values)}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($2::jsonb) AS r "
         "ON CONFLICT (order_id) DO NOTHING RETURNING order_id) "
@@ -315,7 +320,8 @@ async def write(
             updates.append(values)
             values.append(was)
     written = await conn.fetchval(
-        _write_sql(table), orjson.dumps(updates).decode(), orjson.dumps(inserts).decode()
+        _write_sql(table), orjson.dumps(updates).decode(), orjson.dumps(inserts).decode(),
+        [values[0] for values in updates],
     )
     done = set(written or ())
     lost = [] if len(done) == len(rows) else [r.order_id for r in rows if r.order_id not in done]
