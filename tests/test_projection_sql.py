@@ -27,6 +27,7 @@ from readmodels import (
     stored_totals,
 )
 
+from projector.db import create_pool
 from projector.events import EVENT_TYPES, TOPIC_OF, Event
 from projector.projection import Positioned, Projection
 from projector.projections import ALL, order_store
@@ -201,6 +202,19 @@ async def test_the_order_write_finds_stored_rows_through_the_key(conn: asyncpg.C
         "EXPLAIN EXECUTE write_orders('[]', '[]', '{}')"))
     assert "Seq Scan on order_summary" not in plan, plan
     assert "order_summary_pkey" in plan, plan
+
+
+async def test_the_projector_plans_each_statement_with_its_arguments(pg_dsn: str) -> None:
+    # A generic plan cached while the tables were empty would scan them forever after; the
+    # setting must survive the pool's reset (RESET ALL) between uses.
+    pool = await create_pool(pg_dsn, min_size=1, max_size=1)
+    try:
+        for _ in range(2):
+            async with pool.acquire() as connection:
+                assert await connection.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+                await connection.execute("SET plan_cache_mode = auto")
+    finally:
+        await pool.close()
 
 
 async def test_money_is_exact(conn: asyncpg.Connection) -> None:
