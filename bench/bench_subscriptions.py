@@ -20,7 +20,9 @@ API (uvicorn, uvloop, httptools: ``api.app.create_app``) and this driver.
 3. Memory: ``--idle`` more subscriptions (50 per connection) on orders that
    never change; the API process's RSS is read then.
 
-Prints p50/p99/max latency, frames received vs expected, the API's CPU and
+Prints p50/p99/max latency, where it goes (each tracer event's age when the
+broker acknowledged it, when the projector cut its batch and when that batch
+committed: ``TimedEngine``), frames received vs expected, the API's CPU and
 RSS, and writes bench/results/subscriptions.json.
 """
 
@@ -58,6 +60,8 @@ from projector.events import DEFAULT_TOPICS
 HERE = str(Path(__file__).resolve())
 STEP_S = 2.0  # between two events of one tracer order: far above any latency measured
 SUBSCRIBE = "subscription($id: ID!) { orderUpdated(orderId: $id) { orderId status eventCount } }"
+TRACER_SEED = 77
+TRACER_KEYS = f"order-{TRACER_SEED}-".encode()  # the simulator's order ids carry its seed
 
 
 def _default_fetch_max_wait_ms() -> int:
@@ -81,7 +85,22 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
     if fetch_max_wait_ms > 0:
         settings = settings.with_(fetch_max_wait_ms=fetch_max_wait_ms)
     pool = await create_pool(dsn, min_size=1, max_size=4)
-    engine = Engine(settings, pool, ALL, group_id=None)
+    stages: dict[str, list[float]] = {"cut": [], "committed": []}
+
+    class TimedEngine(Engine):
+        """Times the tracer records (by their key) from their producer timestamp to the
+        moment their batch is cut, and to its commit: where the latency goes."""
+
+        async def _process(self, consumer: Any, entries: Any, stopping: asyncio.Event) -> None:
+            stamps = [entry[0] / 1000 for part in entries.values() for entry in part
+                      if (entry[1].key or b"").startswith(TRACER_KEYS)]
+            now = time.time()
+            stages["cut"] += [now - t for t in stamps]
+            await super()._process(consumer, entries, stopping)
+            now = time.time()
+            stages["committed"] += [now - t for t in stamps]
+
+    engine = TimedEngine(settings, pool, ALL, group_id=None)
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     await engine.run(stopping)
@@ -91,7 +110,9 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
     print(json.dumps({"events": engine.events_applied, "batches": engine.batches_committed,
                       "commit_p50_ms": 1000 * percentile(commits, 0.5),
                       "commit_p99_ms": 1000 * percentile(commits, 0.99),
-                      "batch_p50_records": percentile([float(s) for s in sizes], 0.5)}), flush=True)
+                      "batch_p50_records": percentile([float(s) for s in sizes], 0.5),
+                      **{f"tracer_{k}_{q}_ms": 1000 * percentile(v, p) for k, v in stages.items()
+                         for q, p in (("p50", 0.5), ("p99", 0.99))}}), flush=True)
 
 
 def run_api(dsn: str, port: int) -> None:
@@ -149,6 +170,7 @@ def run_api(dsn: str, port: int) -> None:
 class Tracking:
     sent: dict[tuple[str, int], float] = field(default_factory=dict)  # (order, k-th event) -> sent at
     latencies: list[float] = field(default_factory=list)
+    acked: list[float] = field(default_factory=list)  # send() -> the broker's acknowledgement
     frames: int = 0
     unmatched: int = 0
 
@@ -277,8 +299,10 @@ async def _tracers(bootstrap: str, stories: list[list[Any]], tracking: Tracking)
                 ahead = started + i * (STEP_S * 0.8) / len(batch) - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-                tracking.sent[(record.event.order_id, k)] = time.monotonic()
-                await producer.send(record.topic, record.value, key=record.key, headers=list(record.headers))
+                at = tracking.sent[(record.event.order_id, k)] = time.monotonic()
+                acked = await producer.send(record.topic, record.value, key=record.key,
+                                            headers=list(record.headers))
+                acked.add_done_callback(lambda _, at=at: tracking.acked.append(time.monotonic() - at))
                 sent += 1
             await asyncio.sleep(max(0.0, started + STEP_S - time.monotonic()))
         await producer.flush()
@@ -332,10 +356,11 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
     await ensure_topics(bootstrap, topics)
     dsn = await _database(admin_url)
     # Made before the clock starts: generating them costs the driver more CPU than sending.
-    tracers = _stories(topics, args.connections * args.per_connection, seed=77)
+    tracers = _stories(topics, args.connections * args.per_connection, seed=TRACER_SEED)
     duration_s = STEP_S * (max(len(s) for s in tracers) + 3) + 20 + args.idle / 250
     load: subprocess.Popen[bytes] | None = None
     port = free_port()
+    figures: dict[str, Any] = {}
     engine = _spawn("engine", dsn, bootstrap, ",".join(topics), str(args.poll_timeout_ms),
                     str(args.fetch_max_wait_ms))
     api = _spawn("api", dsn, str(port))
@@ -388,7 +413,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             rss_idle = api_proc.memory_info().rss
             subscribed_s = time.monotonic() - opened
         lat = sorted(tracking.latencies)
-        return {
+        figures.update({
             "load_events_per_s": args.load,
             "subscriptions": sum(ready), "connections": len(ready),
             "tracer_events_sent": sent, "frames": tracking.frames, "matched": len(lat),
@@ -409,7 +434,10 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             "api_rss_mb_with_idle": rss_idle / 2**20,
             "poll_timeout_ms": args.poll_timeout_ms,
             "fetch_max_wait_ms": args.fetch_max_wait_ms or _default_fetch_max_wait_ms(),
-        }
+            "tracer_acked_p50_ms": 1000 * percentile(tracking.acked, 0.5),
+            "tracer_acked_p99_ms": 1000 * percentile(tracking.acked, 0.99),
+        })
+        return figures
     finally:
         if load is not None:
             load.kill()
@@ -420,6 +448,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
         api.wait(timeout=60)
         lines = out.decode().strip().splitlines()
         if lines:
+            figures["engine"] = json.loads(lines[-1])
             print(f"engine: {lines[-1]}", flush=True)
 
 
@@ -465,6 +494,14 @@ def main() -> None:
           f"p99 <= {figures['api_push_p99_ms']:g} ms; feed round p50 <= "
           f"{figures['feed_round_p50_ms']:g} ms, p99 <= {figures['feed_round_p99_ms']:g} ms "
           "(histogram buckets)")
+    stages = figures.get("engine", {})
+    if "tracer_committed_p50_ms" in stages:
+        print("stages         p50 (p99) from send(): broker ack "
+              f"{figures['tracer_acked_p50_ms']:.0f} ({figures['tracer_acked_p99_ms']:.0f}) ms, "
+              f"batch cut {stages['tracer_cut_p50_ms']:.0f} ({stages['tracer_cut_p99_ms']:.0f}) ms, "
+              f"committed {stages['tracer_committed_p50_ms']:.0f} "
+              f"({stages['tracer_committed_p99_ms']:.0f}) ms, frame {figures['latency_p50_ms']:.0f} "
+              f"({figures['latency_p99_ms']:.0f}) ms")
     print(f"machine        {figures['machine_cpus']} CPUs; this run used "
           f"{figures['run_cpu_cores']:.2f} cores "
           "(PostgreSQL, broker, projector, API, driver), other processes "
