@@ -77,6 +77,7 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
                      fetch_max_wait_ms: int) -> None:
     from projector.db import create_pool
     from projector.engine import Engine
+    from projector.gc_tuning import tune_gc
     from projector.projections import ALL
     from projector.settings import Settings
 
@@ -101,6 +102,7 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
             stages["committed"] += [now - t for t in stamps]
 
     engine = TimedEngine(settings, pool, ALL, group_id=None)
+    tune_gc()  # as `projector run` does
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     await engine.run(stopping)
