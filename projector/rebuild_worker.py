@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from projector import runtime
 from projector.checkpoints import TP
 from projector.db import create_pool
 from projector.engine import Engine
@@ -92,7 +93,7 @@ async def run(spec: dict[str, Any]) -> None:
 def main() -> None:
     spec = orjson.loads(sys.argv[1])
     configure(spec.get("log_level", "WARNING"), "text")
-    asyncio.run(run(spec))
+    runtime.run(run(spec))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from collections.abc import Sequence
 
 from projector import rebuild as rb
+from projector import runtime
 from projector.db import create_pool, migrate
 from projector.errors import ConfigError
 from projector.gc_tuning import tune_gc
@@ -118,4 +118,4 @@ async def _main(args: argparse.Namespace, settings: Settings,
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     projections = _select(args)
-    return asyncio.run(_main(args, settings, projections))
+    return runtime.run(_main(args, settings, projections))
