@@ -29,19 +29,12 @@ async def create_read_pool(url: str, *, min_size: int = READ_POOL_MIN,
     STATEMENT_TIMEOUT_MS (5,000 ms), so one expensive query cannot hold a
     connection for long.
     """
-    return await create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session,
+    return await create_pool(url, min_size=min_size, max_size=max_size,
                              server_settings={
                                  "statement_timeout": str(STATEMENT_TIMEOUT_MS),
                                  "default_transaction_read_only": "on",
                                  "application_name": "projector-api",
                              })
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    # The default reset (RESET ALL, CLOSE ALL, UNLISTEN *, advisory unlock) is
-    # one more round trip per pooled statement. The API's reads change no
-    # session state, and asyncpg still rolls back a transaction left open.
-    return None
 
 
 @functools.cache

@@ -99,7 +99,7 @@ class ChangeFeed:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        self._reader = await create_pool(self.url, min_size=1, max_size=1, reset=_keep_session,
+        self._reader = await create_pool(self.url, min_size=1, max_size=1,
                                          server_settings={
                                              "application_name": "projector-api-feed-reader",
                                              "statement_timeout": str(READ_TIMEOUT_MS),
@@ -362,9 +362,3 @@ class ChangeFeed:
 
 def _set(event: asyncio.Event, *_: object) -> None:
     event.set()
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    # The default reset is four more statements per round; a round changes no
-    # session state (its transaction ends with it).
-    return None

@@ -7,7 +7,7 @@ partition (rebalance, long pause) cannot overwrite newer work.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import asyncpg
 
@@ -37,25 +37,45 @@ async def load(conn: asyncpg.Connection, projection: str, tps: Iterable[TP]) -> 
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
+# The change notification the API's feed listens for: the changed tables and the highest
+# sequence this transaction drew, ``{"tables": [...], "seq": n}``; never row data (8,000 bytes).
+NOTIFY_PAYLOAD = ("json_build_object('tables', ${tables}::text[], "
+                  "'seq', currval('projector_updated_seq'))::text")
+
+_MOVED = (
+    "WITH moved AS ("
+    " UPDATE projector_checkpoints c SET next_offset = u.nxt, updated_at = now()"
+    " FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS u(t, p, exp, nxt)"
+    " WHERE c.projection = $1 AND c.topic = u.t AND c.partition = u.p"
+    " AND c.next_offset = u.exp RETURNING 1)")
+_ADVANCE_SQL = f"{_MOVED} SELECT count(*) FROM moved"
+# The same with the change notification: one round trip for both. A fenced transaction
+# rolls back, and PostgreSQL sends a transaction's notifications only when it commits.
+_ADVANCE_NOTIFY_SQL = (f"{_MOVED} SELECT count(*), "
+                       f"pg_notify($6, {NOTIFY_PAYLOAD.replace('${tables}', '$7')}) FROM moved")
+
+
 async def advance(conn: asyncpg.Connection, projection: str,
-                  moves: Mapping[TP, tuple[int, int]]) -> None:
+                  moves: Mapping[TP, tuple[int, int]],
+                  notify: tuple[str, Sequence[str]] | None = None) -> None:
     """Compare-and-set ``{tp: (expected, next)}`` in one statement.
 
-    Raises FencedError (rolling back the caller's transaction) when any
-    partition's stored offset is not the expected one.
+    ``notify``: (channel, changed tables), notified in the same statement
+    (see :data:`NOTIFY_PAYLOAD`). Raises FencedError (rolling back the
+    caller's transaction) when any partition's stored offset is not the
+    expected one.
     """
     if not moves:
+        if notify:
+            await conn.execute(f"SELECT pg_notify($1, {NOTIFY_PAYLOAD.replace('${tables}', '$2')})",
+                               notify[0], sorted(notify[1]))
         return
     keys = sorted(moves)
-    updated = await conn.fetchval(
-        "WITH moved AS ("
-        " UPDATE projector_checkpoints c SET next_offset = u.nxt, updated_at = now()"
-        " FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS u(t, p, exp, nxt)"
-        " WHERE c.projection = $1 AND c.topic = u.t AND c.partition = u.p"
-        " AND c.next_offset = u.exp RETURNING 1)"
-        " SELECT count(*) FROM moved",
-        projection, [k[0] for k in keys], [k[1] for k in keys],
-        [moves[k][0] for k in keys], [moves[k][1] for k in keys])
+    args: list[object] = [projection, [k[0] for k in keys], [k[1] for k in keys],
+                          [moves[k][0] for k in keys], [moves[k][1] for k in keys]]
+    if notify:
+        args += [notify[0], sorted(notify[1])]
+    updated = await conn.fetchval(_ADVANCE_NOTIFY_SQL if notify else _ADVANCE_SQL, *args)
     if updated != len(keys):
         raise FencedError(
             f"projection {projection!r}: {len(keys) - int(updated)} of {len(keys)} checkpoints "

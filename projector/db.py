@@ -45,11 +45,23 @@ def is_transient(exc: BaseException) -> bool:
 WRITER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "application_name": "projector"}
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pools' ``reset``: nothing beyond what asyncpg always does on release (roll
+    back a transaction left open, drop listeners). Its default (RESET ALL, CLOSE ALL,
+    UNLISTEN *, pg_advisory_unlock_all()) is one more round trip per transaction, on
+    the batch's path; no pooled session here keeps state past its transaction: locks
+    are transaction-level, and the session-level ones (``projector rebuild --cancel``)
+    are released where they are taken."""
+    return None
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4,
                       **kwargs: Any) -> asyncpg.Pool:
     """A pool whose connections decode jsonb with orjson (with the projector's
-    :data:`WRITER_SETTINGS` unless ``server_settings`` are given)."""
+    :data:`WRITER_SETTINGS` unless ``server_settings`` are given), released
+    without a reset statement (:func:`keep_session`)."""
     kwargs.setdefault("server_settings", WRITER_SETTINGS)
+    kwargs.setdefault("reset", keep_session)
 
     async def init(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec("jsonb", encoder=lambda v: v if isinstance(v, str)

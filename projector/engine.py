@@ -60,13 +60,13 @@ DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], E
 
 
 # One round trip: the payload is built where the sequence is.
-_NOTIFY_SQL = ("SELECT pg_notify($1, json_build_object('tables', $2::text[], "
-               "'seq', currval('projector_updated_seq'))::text)")
+_NOTIFY_SQL = f"SELECT pg_notify($1, {checkpoints.NOTIFY_PAYLOAD.replace('${tables}', '$2')})"
 
 
 async def notify_changes(conn: asyncpg.Connection, tables: Iterable[str]) -> None:
     """NOTIFY ``projector_changes`` with the changed tables and the highest sequence this
-    transaction drew: ``{"tables": [...], "seq": n}``, never row data (8,000-byte limit)."""
+    transaction drew: ``{"tables": [...], "seq": n}``, never row data (8,000-byte limit).
+    A batch's notification rides on its checkpoint statement instead (``checkpoints.advance``)."""
     await conn.execute(_NOTIFY_SQL, NOTIFY_CHANNEL, sorted(tables))
 
 
@@ -644,12 +644,12 @@ class Engine:
                                      "offset": r.offset, "event_id": r.event_id,
                                      "reason": r.reason})
             await checkpoints.advance(conn, name, {tp: (p.expected, p.next_offset)
-                                                   for tp, p in w.partitions.items()})
+                                                   for tp, p in w.partitions.items()},
+                                      (NOTIFY_CHANNEL, sorted(changed))
+                                      if changed and not self.shadow else None)
             # In key order: two projections' transactions writing the same shared
             # entries then wait for each other in one order, never in a cycle.
             await dead_letters.write(conn, [letters[k] for k in sorted(letters)])
-            if changed and not self.shadow:
-                await notify_changes(conn, changed)
         return applied, {k: d.reason for k, d in letters.items()}
 
     async def _hold_live(self, conn: asyncpg.Connection, projection: str) -> None:

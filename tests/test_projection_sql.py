@@ -205,14 +205,37 @@ async def test_the_order_write_finds_stored_rows_through_the_key(conn: asyncpg.C
 
 
 async def test_the_projector_plans_each_statement_with_its_arguments(pg_dsn: str) -> None:
-    # A generic plan cached while the tables were empty would scan them forever after; the
-    # setting must survive the pool's reset (RESET ALL) between uses.
+    # A generic plan cached while the tables were empty would scan them forever after.
     pool = await create_pool(pg_dsn, min_size=1, max_size=1)
     try:
         for _ in range(2):
             async with pool.acquire() as connection:
                 assert await connection.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
-                await connection.execute("SET plan_cache_mode = auto")
+    finally:
+        await pool.close()
+
+
+async def test_a_released_connection_costs_no_reset_and_keeps_no_transaction(pg_dsn: str) -> None:
+    # Releasing sends no reset statement (asyncpg's default is a round trip per transaction,
+    # on each batch's path), and a transaction left open is still rolled back.
+    pool = await create_pool(pg_dsn, min_size=1, max_size=1)
+    sent: list[str] = []
+    try:
+        async with pool.acquire() as connection:
+            await connection.execute("CREATE TABLE IF NOT EXISTS released_probe (n int)")
+            connection.add_query_logger(lambda record: sent.append(record.query))
+            async with connection.transaction():
+                await connection.execute("INSERT INTO released_probe VALUES (1)")
+        assert not any("RESET" in q or "UNLISTEN" in q for q in sent), sent
+        with pytest.raises(RuntimeError):
+            async with pool.acquire() as connection:
+                await connection.transaction().start()
+                await connection.execute("INSERT INTO released_probe VALUES (2)")
+                raise RuntimeError("the caller fails with its transaction open")
+        async with pool.acquire() as connection:
+            assert not connection.is_in_transaction()
+            assert await connection.fetchval("SELECT array_agg(n) FROM released_probe") == [1]
+            await connection.execute("DROP TABLE released_probe")
     finally:
         await pool.close()
 

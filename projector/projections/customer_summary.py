@@ -1,7 +1,7 @@
 """The ``customer_summary`` read model: per-customer totals over their orders.
 
 Maintained from deltas: the planner sums, per customer, each changed order's
-new contribution minus its old one, and :func:`apply_deltas` adds the sums.
+new contribution minus its old one, and :func:`upsert_sql` adds the sums.
 ``first_order_at``/``last_order_at`` are a min and a max, which a delta cannot
 undo: the upsert takes LEAST/GREATEST, and when an order's contribution moves
 (its ``placed_at`` or ``customer_id`` changed: a second OrderPlaced won) the
@@ -78,11 +78,12 @@ _VALUES = ", ".join(_rows.fields(("text", "int8", "int8", "int8", "numeric", "ti
 
 
 @functools.lru_cache(maxsize=64)
-def _upsert_sql(table: str) -> str:
+def upsert_sql(table: str, param: int = 1) -> str:
+    """The upsert adding :func:`upsert_rows`, given as jsonb parameter ``$param``."""
     return (
         f"INSERT INTO {quote_ident(table)} AS t (customer_id, order_count, paid_order_count, "
         "cancelled_order_count, total_spent, first_order_at, last_order_at, updated_seq) "
-        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
+        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements(${param}::jsonb) AS r "
         "ON CONFLICT (customer_id) DO UPDATE SET "
         "order_count = t.order_count + excluded.order_count, "
         "paid_order_count = t.paid_order_count + excluded.paid_order_count, "
@@ -113,26 +114,17 @@ def _recompute_sql(table: str, orders_table: str) -> str:
     )
 
 
-async def apply_deltas(
-    conn: Any,
-    table: str,
-    deltas: Mapping[str, Vector],
-    placed: Mapping[str, tuple[datetime, datetime]],
-) -> bool:
-    """Add ``deltas`` and widen bounds by ``placed`` (min, max placed_at of newly counted orders).
-
-    One statement, keys in sorted order. Returns whether any row was written.
-    """
-    keys = sorted(deltas.keys() | placed.keys())
-    if not keys:
-        return False
+def upsert_rows(
+    deltas: Mapping[str, Vector], placed: Mapping[str, tuple[datetime, datetime]]
+) -> list[tuple[Any, ...]]:
+    """The rows :func:`upsert_sql` adds, keys in sorted order: ``deltas``, and bounds widened
+    by ``placed`` (min, max placed_at of newly counted orders)."""
     zero = Vector(0, 0, 0, ZERO)
     rows = []
-    for key in keys:
+    for key in sorted(deltas.keys() | placed.keys()):
         bounds = placed.get(key)
         rows.append((key, *deltas.get(key, zero), *(bounds or (None, None))))
-    await conn.execute(_upsert_sql(table), _rows.param(rows))
-    return True
+    return rows
 
 
 async def recompute(
@@ -140,9 +132,9 @@ async def recompute(
 ) -> bool:
     """Set exact first/last order times of ``customer_ids`` from ``orders_table``.
 
-    The rare path, after :func:`apply_deltas`; also drops customers left with no
+    The rare path, after the upsert; also drops customers left with no
     order. Returns whether it ran. Every customer flagged by the planner also
-    got a delta or bounds, so :func:`apply_deltas` already holds its row lock:
+    got a delta or bounds, so the upsert already holds its row lock:
     another instance's new order of that customer is either committed, hence
     seen here, or waits and widens the bounds with GREATEST/LEAST afterwards.
     """

@@ -62,11 +62,12 @@ _VALUES = ", ".join(_rows.fields(("date", "int8", "int8", "int8", "numeric")))
 
 
 @functools.lru_cache(maxsize=64)
-def _upsert_sql(table: str) -> str:
+def upsert_sql(table: str, param: int = 1) -> str:
+    """The upsert adding :func:`upsert_rows`, given as jsonb parameter ``$param``."""
     return (
         f"INSERT INTO {quote_ident(table)} AS t "
         "(day, orders_placed, orders_paid, orders_cancelled, revenue, updated_seq) "
-        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
+        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements(${param}::jsonb) AS r "
         "ON CONFLICT (day) DO UPDATE SET "
         "orders_placed = t.orders_placed + excluded.orders_placed, "
         "orders_paid = t.orders_paid + excluded.orders_paid, "
@@ -77,23 +78,22 @@ def _upsert_sql(table: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _delete_empty_sql(table: str) -> str:
+def delete_empty_sql(table: str) -> str:
+    """Deletes the rows of the keys given as ``$1`` that are left with no order."""
     return (
         f"DELETE FROM {quote_ident(table)} WHERE day = ANY($1::date[]) AND orders_placed = 0"
     )
 
 
-async def apply_deltas(conn: Any, table: str, deltas: Mapping[date, Vector]) -> bool:
-    """Add ``deltas`` in one statement, days in order; returns whether any row changed.
+def upsert_rows(deltas: Mapping[date, Vector]) -> list[tuple[Any, ...]]:
+    """The rows :func:`upsert_sql` adds, keys in sorted order."""
+    return [(key, *deltas[key]) for key in sorted(deltas)]
 
-    A day left with no order (an order's placed_at moved to another day) is deleted.
+
+def emptied(deltas: Mapping[date, Vector]) -> list[date]:
+    """The keys whose row may be left with no order, for :func:`delete_empty_sql`.
+
+    A day loses an order when an order's placed_at moved to another day;
+    the aggregate over orders would not have a row for it.
     """
-    if not deltas:
-        return False
-    keys = sorted(deltas)
-    vectors = [deltas[k] for k in keys]
-    await conn.execute(_upsert_sql(table), _rows.param([(k, *v) for k, v in zip(keys, vectors, strict=True)]))
-    shrunk = [k for k, v in zip(keys, vectors, strict=True) if v.orders_placed < 0]
-    if shrunk:
-        await conn.execute(_delete_empty_sql(table), shrunk)
-    return True
+    return sorted(key for key, vector in deltas.items() if vector.orders_placed < 0)

@@ -13,6 +13,7 @@ instance wrote the same order meanwhile.
 from __future__ import annotations
 
 import decimal
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from projector.errors import TransientError
 from projector.events import Event
 from projector.projection import Positioned
-from projector.projections import customer_summary, daily_sales, order_store, product_sales
+from projector.projections import _rows, customer_summary, daily_sales, order_store, product_sales
 from projector.projections.order_summary import MONEY, OrderRow, fold_all
 from projector.projections.row_cache import RowCache
 
@@ -205,6 +206,43 @@ def _totals(rows: Iterable[OrderRow]) -> Totals:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _aggregates_sql(customers: str, products: str, days: str) -> str:
+    # The three upserts in one statement (one round trip), run in this order by the
+    # scalar subqueries: every writer locks aggregate rows table by table, each
+    # table's keys in sorted order, so concurrent batches wait but never deadlock.
+    upserts = (customer_summary.upsert_sql(customers, 1), product_sales.upsert_sql(products, 2),
+               daily_sales.upsert_sql(days, 3))
+    ctes = ", ".join(f"u{i} AS ({sql} RETURNING 1)" for i, sql in enumerate(upserts))
+    return f"WITH {ctes} SELECT " + ", ".join(f"(SELECT count(*) FROM u{i})" for i in range(3))
+
+
+async def _write_aggregates(conn: Any, physical: Mapping[str, str], decided: OrdersPlan) -> set[str]:
+    """Add the plan's deltas to the aggregate tables; returns the logical names changed.
+
+    One statement for the three upserts; then, rarely, a customer recompute and
+    deletes of product and day rows left with no order.
+    """
+    customers = customer_summary.upsert_rows(decided.customers, decided.customer_bounds)
+    products = product_sales.upsert_rows(decided.products)
+    days = daily_sales.upsert_rows(decided.days)
+    changed = {name for name, rows in ((CUSTOMER_SUMMARY, customers), (PRODUCT_SALES, products),
+                                       (DAILY_SALES, days)) if rows}
+    if changed:
+        await conn.execute(
+            _aggregates_sql(physical[CUSTOMER_SUMMARY], physical[PRODUCT_SALES], physical[DAILY_SALES]),
+            _rows.param(customers), _rows.param(products), _rows.param(days))
+    if await customer_summary.recompute(
+        conn, physical[CUSTOMER_SUMMARY], physical[ORDER_SUMMARY], decided.recompute_customers
+    ):
+        changed.add(CUSTOMER_SUMMARY)
+    if skus := product_sales.emptied(decided.products):
+        await conn.execute(product_sales.delete_empty_sql(physical[PRODUCT_SALES]), skus)
+    if dates := daily_sales.emptied(decided.days):
+        await conn.execute(daily_sales.delete_empty_sql(physical[DAILY_SALES]), dates)
+    return changed
+
+
 class OrdersProjection:
     """Projection ``orders``: order_summary, customer_summary, product_sales, daily_sales."""
 
@@ -233,8 +271,8 @@ class OrdersProjection:
         """Fold ``batch`` into the four tables; returns the logical names changed.
 
         Statements: a load of the batch's orders the row cache cannot vouch
-        for, one order_summary write, one upsert per aggregate table with a
-        delta, and rarely a customer recompute, a delete of emptied aggregate
+        for, one order_summary write, one statement upserting the deltas of
+        the three aggregate tables, and rarely a customer recompute, a delete of emptied aggregate
         rows, or a locked reload and second write of orders another
         transaction wrote meanwhile.
         """
@@ -274,22 +312,9 @@ class OrdersProjection:
             )
             rounds += 1
 
-        changed: set[str] = set()
+        changed = await _write_aggregates(conn, physical, decided)
         if decided.rows:
             changed.add(ORDER_SUMMARY)
-        customers_table = physical[CUSTOMER_SUMMARY]
-        if await customer_summary.apply_deltas(
-            conn, customers_table, decided.customers, decided.customer_bounds
-        ):
-            changed.add(CUSTOMER_SUMMARY)
-        if await customer_summary.recompute(
-            conn, customers_table, orders_table, decided.recompute_customers
-        ):
-            changed.add(CUSTOMER_SUMMARY)
-        if await product_sales.apply_deltas(conn, physical[PRODUCT_SALES], decided.products):
-            changed.add(PRODUCT_SALES)
-        if await daily_sales.apply_deltas(conn, physical[DAILY_SALES], decided.days):
-            changed.add(DAILY_SALES)
         return changed
 
     async def _current(

@@ -69,11 +69,12 @@ _VALUES = ", ".join(_rows.fields(("text", "int8", "int8", "numeric", "int8")))
 
 
 @functools.lru_cache(maxsize=64)
-def _upsert_sql(table: str) -> str:
+def upsert_sql(table: str, param: int = 1) -> str:
+    """The upsert adding :func:`upsert_rows`, given as jsonb parameter ``$param``."""
     return (
         f"INSERT INTO {quote_ident(table)} AS t "
         "(sku, units_ordered, units_paid, revenue, order_count, updated_seq) "
-        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
+        f"SELECT {_VALUES}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements(${param}::jsonb) AS r "
         "ON CONFLICT (sku) DO UPDATE SET "
         "units_ordered = t.units_ordered + excluded.units_ordered, "
         "units_paid = t.units_paid + excluded.units_paid, "
@@ -84,24 +85,22 @@ def _upsert_sql(table: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _delete_empty_sql(table: str) -> str:
+def delete_empty_sql(table: str) -> str:
+    """Deletes the rows of the keys given as ``$1`` that are left with no order."""
     return (
         f"DELETE FROM {quote_ident(table)} WHERE sku = ANY($1::text[]) AND order_count = 0"
     )
 
 
-async def apply_deltas(conn: Any, table: str, deltas: Mapping[str, Vector]) -> bool:
-    """Add ``deltas`` in one statement, keys in sorted order; returns whether any row changed.
+def upsert_rows(deltas: Mapping[str, Vector]) -> list[tuple[Any, ...]]:
+    """The rows :func:`upsert_sql` adds, keys in sorted order."""
+    return [(key, *deltas[key]) for key in sorted(deltas)]
 
-    An SKU left with no order (an order's items were replaced by a second,
-    earlier OrderPlaced) is deleted, as the aggregate over orders would not have it.
+
+def emptied(deltas: Mapping[str, Vector]) -> list[str]:
+    """The keys whose row may be left with no order, for :func:`delete_empty_sql`.
+
+    A sku loses an order when an order's items were replaced by a second, earlier OrderPlaced;
+    the aggregate over orders would not have a row for it.
     """
-    if not deltas:
-        return False
-    keys = sorted(deltas)
-    vectors = [deltas[k] for k in keys]
-    await conn.execute(_upsert_sql(table), _rows.param([(k, *v) for k, v in zip(keys, vectors, strict=True)]))
-    shrunk = [k for k, v in zip(keys, vectors, strict=True) if v.order_count < 0]
-    if shrunk:
-        await conn.execute(_delete_empty_sql(table), shrunk)
-    return True
+    return sorted(key for key, vector in deltas.items() if vector.order_count < 0)
