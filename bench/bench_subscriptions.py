@@ -73,6 +73,20 @@ def _default_fetch_max_wait_ms() -> int:
 # --- the two servers, each in a process of its own ----------------------------------------
 
 
+async def _lag_routine(lags: list[float]) -> None:
+    # How late a 10 ms timer fires: time the event loop (or the CPU) was not ours.
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - started - 0.01)
+
+
+def _print_lag(role: str, lags: list[float]) -> None:
+    print(f"{role} event loop lag: p50 {1000 * percentile(lags, 0.5):.1f} ms, p99 "
+          f"{1000 * percentile(lags, 0.99):.1f} ms, max {1000 * max(lags, default=0.0):.1f} ms",
+          flush=True)
+
+
 async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_ms: int,
                      fetch_max_wait_ms: int) -> None:
     from projector.db import create_pool
@@ -86,11 +100,22 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
     if fetch_max_wait_ms > 0:
         settings = settings.with_(fetch_max_wait_ms=fetch_max_wait_ms)
     pool = await create_pool(dsn, min_size=1, max_size=4)
-    stages: dict[str, list[float]] = {"cut": [], "committed": []}
+    stages: dict[str, list[float]] = {"fetched": [], "cut": [], "committed": []}
+    fetches = [0]  # getmany calls that returned records
 
     class TimedEngine(Engine):
         """Times the tracer records (by their key) from their producer timestamp to the
-        moment their batch is cut, and to its commit: where the latency goes."""
+        moment the consumer hands them over, their batch is cut, and it commits: where the
+        latency goes."""
+
+        async def _fetch(self, consumer: Any) -> Any:
+            fetched = await super()._fetch(consumer)
+            now = time.time()
+            if fetched:
+                fetches[0] += 1
+            stages["fetched"] += [now - rec.timestamp / 1000 for recs in (fetched or {}).values()
+                                  for rec in recs if (rec.key or b"").startswith(TRACER_KEYS)]
+            return fetched
 
         async def _process(self, consumer: Any, entries: Any, stopping: asyncio.Event) -> None:
             stamps = [entry[0] / 1000 for part in entries.values() for entry in part
@@ -105,7 +130,11 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
     tune_gc()  # as `projector run` does
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    lags: list[float] = []
+    probe = asyncio.create_task(_lag_routine(lags))
+    started = time.monotonic()
     await engine.run(stopping)
+    probe.cancel()
     await pool.close()
     commits = sorted(c[0] for c in engine.commit_log)
     sizes = sorted(c[1] for c in engine.commit_log)
@@ -113,6 +142,9 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
                       "commit_p50_ms": 1000 * percentile(commits, 0.5),
                       "commit_p99_ms": 1000 * percentile(commits, 0.99),
                       "batch_p50_records": percentile([float(s) for s in sizes], 0.5),
+                      "fetches_per_s": fetches[0] / (time.monotonic() - started),
+                      "loop_lag_p50_ms": 1000 * percentile(lags, 0.5),
+                      "loop_lag_p99_ms": 1000 * percentile(lags, 0.99),
                       **{f"tracer_{k}_{q}_ms": 1000 * percentile(v, p) for k, v in stages.items()
                          for q, p in (("p50", 0.5), ("p99", 0.99))}}), flush=True)
 
@@ -129,15 +161,7 @@ def run_api(dsn: str, port: int) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
         lags: list[float] = []
-
-        async def lag_routine() -> None:
-            # How late a 10 ms timer fires: time the event loop (or the CPU) was not ours.
-            while True:
-                started = time.perf_counter()
-                await asyncio.sleep(0.01)
-                lags.append(time.perf_counter() - started - 0.01)
-
-        probe = asyncio.create_task(lag_routine())
+        probe = asyncio.create_task(_lag_routine(lags))
         import gc
 
         pauses: dict[int, list[float]] = defaultdict(list)
@@ -155,9 +179,7 @@ def run_api(dsn: str, port: int) -> None:
             await serve_api(Settings(database_url=dsn, api_port=port, log_level="WARNING"), stopping)
         finally:
             probe.cancel()
-            print(f"api event loop lag: p50 {1000 * percentile(lags, 0.5):.1f} ms, p99 "
-                  f"{1000 * percentile(lags, 0.99):.1f} ms, max {1000 * max(lags, default=0.0):.1f} ms",
-                  flush=True)
+            _print_lag("api", lags)
             for generation, times in sorted(pauses.items()):
                 print(f"api gc generation {generation}: {len(times)} collections, max "
                       f"{1000 * max(times):.1f} ms, total {sum(times):.2f} s", flush=True)
@@ -500,6 +522,7 @@ def main() -> None:
     if "tracer_committed_p50_ms" in stages:
         print("stages         p50 (p99) from send(): broker ack "
               f"{figures['tracer_acked_p50_ms']:.0f} ({figures['tracer_acked_p99_ms']:.0f}) ms, "
+              f"fetched {stages['tracer_fetched_p50_ms']:.0f} ({stages['tracer_fetched_p99_ms']:.0f}) ms, "
               f"batch cut {stages['tracer_cut_p50_ms']:.0f} ({stages['tracer_cut_p99_ms']:.0f}) ms, "
               f"committed {stages['tracer_committed_p50_ms']:.0f} "
               f"({stages['tracer_committed_p99_ms']:.0f}) ms, frame {figures['latency_p50_ms']:.0f} "

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from projector.checkpoints import TP
+
+# Catching up, how long a batch may wait for every partition to have records buffered.
+MAX_WAIT_S = 1.0
 
 Entry = tuple[Any, ...]
 """``(timestamp in ms, record, ...)``: what the aligner holds per fetched record."""
@@ -85,6 +88,28 @@ class Aligner:
         """
         ends = [self._newest[tp] for tp in unfetched if tp in self._buffers]
         return min(ends) if ends else None
+
+    def ready(self, unfetched: Collection[TP], behind: float, batch: int, waited_s: float,
+              idle: bool = False) -> tuple[bool, Any]:
+        """Whether to cut a batch now, and the horizon it stops at (None: none).
+
+        ``unfetched``: the partitions with records still to fetch, ``behind`` records
+        in all; ``waited_s`` since the last batch; ``idle``: the last fetch found
+        nothing. Catching up (``behind`` at least a ``batch``), a batch waits until
+        every partition in ``unfetched`` has records buffered (else its oldest ones
+        are unknown) and stops at their :meth:`horizon`; after :data:`MAX_WAIT_S` it
+        goes anyway (a partition whose fetches bring nothing). In the live tail it
+        takes what is here: alignment gains little in a small batch, and a partition
+        whose reported end runs ahead of what its fetch returned would hold every
+        batch back until its next fetch.
+        """
+        if not self._size:
+            return False, None
+        if behind < batch:
+            return True, None
+        if idle or waited_s > MAX_WAIT_S or all(tp in self._buffers for tp in unfetched):
+            return True, self.horizon(unfetched)
+        return False, None
 
     def take(self, n: int, horizon: Any = None) -> dict[TP, list[Entry]]:
         """Up to ``n`` records, oldest timestamp first; per partition, a prefix in offset order.

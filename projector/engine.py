@@ -339,9 +339,11 @@ class Engine:
                 self._fetched.clear()
                 async with self._batch_lock:
                     self._check_above_end(consumer)
-                    unfetched = await self._unfetched(consumer)
-                    if self._aligner and (self._idle or self._aligned(unfetched)):
-                        entries = self._aligner.take(batch_max, self._aligner.horizon(unfetched))
+                    unfetched, behind = await self._unfetched(consumer)
+                    cut, horizon = self._aligner.ready(
+                        unfetched, behind, batch_max, time.monotonic() - self._last_take, self._idle)
+                    if cut:
+                        entries = self._aligner.take(batch_max, horizon)
                         self._room.set()
                         await self._process(consumer, entries, stopping)
                         self._last_take = time.monotonic()
@@ -416,27 +418,25 @@ class Engine:
             return None
         return dict(await consumer.getmany(*wanted, timeout_ms=timeout_ms, max_records=max_records))
 
-    async def _unfetched(self, consumer: AIOKafkaConsumer) -> list[TP]:
-        """The partitions with records still to fetch (or whose end is not known yet)."""
+    async def _unfetched(self, consumer: AIOKafkaConsumer) -> tuple[list[TP], float]:
+        """The partitions with records still to fetch (or whose end is not known yet),
+        and how many records that is in all (infinite while an end is unknown)."""
         out = []
+        behind = 0.0
         for ktp in consumer.assignment():
             tp = (ktp.topic, ktp.partition)
             if tp in self.refused:
                 continue
             hw = consumer.highwater(ktp)
-            if hw is None or await consumer.position(ktp) < hw:
+            if hw is None:
                 out.append(tp)
-        return out
-
-    def _aligned(self, unfetched: Sequence[TP]) -> bool:
-        """Whether a batch can be cut: every partition with records still to fetch has
-        some buffered (else its oldest ones are unknown), or no batch was cut for a
-        second (a partition whose fetches bring nothing). Memory is bounded anyway:
-        full partitions are not drained, and when all are full nothing is fetched.
-        The batch then stops at the :meth:`Aligner.horizon` of those partitions."""
-        if time.monotonic() - self._last_take > 1.0:
-            return True
-        return all(tp in self._aligner for tp in unfetched)
+                behind = float("inf")
+                continue
+            position = await consumer.position(ktp)
+            if position < hw:
+                out.append(tp)
+                behind += hw - position
+        return out, behind
 
     def _check_above_end(self, consumer: AIOKafkaConsumer) -> None:
         # A checkpoint above the high watermark means the log was recreated.

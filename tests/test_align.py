@@ -53,6 +53,30 @@ def test_a_batch_stops_where_a_partition_with_more_to_fetch_runs_out() -> None:
     assert _offsets(a.take(100, None)[("paid", 0)]) == [1, 2, 3]
 
 
+def test_catching_up_a_batch_waits_for_every_partition_with_records_to_fetch() -> None:
+    a = Aligner(cap=100)
+    assert a.ready([], 0, batch=10, waited_s=0.0) == (False, None)  # nothing buffered
+    a.add({("paid", 0): _partition([2, 4, 5])})
+    # "placed" has 500 records to fetch and none buffered: its oldest ones are unknown.
+    assert a.ready([("placed", 0)], 500, batch=10, waited_s=0.1) == (False, None)
+    assert a.ready([("placed", 0)], 500, batch=10, waited_s=1.5) == (True, None)
+    a.add({("placed", 0): _partition([1, 3])})
+    assert a.ready([("placed", 0)], 498, batch=10, waited_s=0.1) == (True, 3)
+
+
+def test_in_the_live_tail_a_batch_takes_what_is_here() -> None:
+    # A broker may report an end past the records its fetch returned: the partition
+    # counts as having records to fetch, with none buffered. Live, that must not hold
+    # the others' records back until its next fetch.
+    a = Aligner(cap=100)
+    a.add({("paid", 0): _partition([2, 4, 5])})
+    assert a.ready([("placed", 0)], 2, batch=10, waited_s=0.0) == (True, None)
+    a.add({("placed", 0): _partition([1])})
+    cut, horizon = a.ready([("placed", 0)], 2, batch=10, waited_s=0.0)
+    assert cut and horizon is None
+    assert sum(len(v) for v in a.take(10, horizon).values()) == 4
+
+
 def test_a_clock_going_backwards_does_not_hold_a_partition_back() -> None:
     # The last record fetched from "placed" is older than the ones before it (two
     # producers, two clocks). The horizon is the newest timestamp fetched there, so
