@@ -178,9 +178,11 @@ class Engine:
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(1000, self.settings.session_timeout_ms // 3),
             max_poll_interval_ms=300_000,
-            # Small per-partition chunks from every partition at once: the
-            # aligner needs all partitions' oldest records, not one big chunk.
-            max_partition_fetch_bytes=64 * 1024,
+            # Chunks from every partition at once (the aligner needs all partitions'
+            # oldest records, not one big chunk) of ~800 records: fewer fetch round
+            # trips in a backlog (engine bench, 400,000 events: 64 KB 19,200 events/s,
+            # 256 KB 20,700, 1 MB 19,600).
+            max_partition_fetch_bytes=256 * 1024,
             fetch_max_bytes=8 * 1024 * 1024,
             max_poll_records=self.settings.batch_max_events,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
