@@ -30,6 +30,7 @@ from projector.events import DEFAULT_TOPICS
 from projector.gc_tuning import tune_gc
 from projector.projections import ALL
 from projector.rebuild import Rebuild
+from projector.runtime import run
 from projector.settings import Settings
 from projector.simulator import SimulationOptions, generate, publish, topic_map_for
 from projector.topics import ensure_topics
@@ -108,8 +109,8 @@ def main() -> None:
             sys.exit(f"engine worker failed:\n{out.stderr[-3000:]}")
         engine = json.loads(out.stdout.strip().splitlines()[-1])
 
-        rebuild = asyncio.run(_rebuild(dsn, s.bootstrap, topics, sum(per_topic.values()),
-                                       args.rebuild_workers))
+        # As `projector rebuild` runs it (uvloop when installed).
+        rebuild = run(_rebuild(dsn, s.bootstrap, topics, sum(per_topic.values()), args.rebuild_workers))
 
         naive_dsn = asyncio.run(_database(s, "bench_naive"))
         naive = asyncio.run(run_naive(naive_dsn, s.bootstrap, topics, args.naive_sample))

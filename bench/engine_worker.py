@@ -16,6 +16,7 @@ from projector.db import create_pool
 from projector.engine import Engine
 from projector.gc_tuning import tune_gc
 from projector.projections import ALL
+from projector.runtime import run
 from projector.settings import Settings
 
 
@@ -55,4 +56,5 @@ async def main(dsn: str, bootstrap: str, topics: list[str], target: dict[str, in
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3].split(","), json.loads(sys.argv[4])))
+    # On the event loop `projector run` uses (uvloop when installed).
+    run(main(sys.argv[1], sys.argv[2], sys.argv[3].split(","), json.loads(sys.argv[4])))
