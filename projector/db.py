@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import logging
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -59,8 +60,14 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4,
                       **kwargs: Any) -> asyncpg.Pool:
     """A pool whose connections decode jsonb with orjson (with the projector's
     :data:`WRITER_SETTINGS` unless ``server_settings`` are given), released
-    without a reset statement (:func:`keep_session`)."""
-    kwargs.setdefault("server_settings", WRITER_SETTINGS)
+    without a reset statement (:func:`keep_session`).
+
+    A setting the URL gives (``?application_name=...``) wins over ours: asyncpg
+    would let ours override it.
+    """
+    given = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    settings = kwargs.get("server_settings", WRITER_SETTINGS)
+    kwargs["server_settings"] = {k: v for k, v in settings.items() if k not in given}
     kwargs.setdefault("reset", keep_session)
 
     async def init(conn: asyncpg.Connection) -> None:

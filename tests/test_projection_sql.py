@@ -215,6 +215,16 @@ async def test_the_projector_plans_each_statement_with_its_arguments(pg_dsn: str
         await pool.close()
 
 
+async def test_settings_in_the_database_url_win_over_the_projectors(pg_dsn: str) -> None:
+    pool = await create_pool(f"{pg_dsn}?application_name=billing-projector", min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            assert await connection.fetchval("SHOW application_name") == "billing-projector"
+            assert await connection.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+    finally:
+        await pool.close()
+
+
 async def test_a_released_connection_costs_no_reset_and_keeps_no_transaction(pg_dsn: str) -> None:
     # Releasing sends no reset statement (asyncpg's default is a round trip per transaction,
     # on each batch's path), and a transaction left open is still rolled back.
