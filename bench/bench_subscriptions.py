@@ -81,12 +81,6 @@ async def _lag_routine(lags: list[float]) -> None:
         lags.append(time.perf_counter() - started - 0.01)
 
 
-def _print_lag(role: str, lags: list[float]) -> None:
-    print(f"{role} event loop lag: p50 {1000 * percentile(lags, 0.5):.1f} ms, p99 "
-          f"{1000 * percentile(lags, 0.99):.1f} ms, max {1000 * max(lags, default=0.0):.1f} ms",
-          flush=True)
-
-
 async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_ms: int,
                      fetch_max_wait_ms: int) -> None:
     from projector.db import create_pool
@@ -179,7 +173,9 @@ def run_api(dsn: str, port: int) -> None:
             await serve_api(Settings(database_url=dsn, api_port=port, log_level="WARNING"), stopping)
         finally:
             probe.cancel()
-            _print_lag("api", lags)
+            print(f"api event loop lag: p50 {1000 * percentile(lags, 0.5):.1f} ms, p99 "
+                  f"{1000 * percentile(lags, 0.99):.1f} ms, max {1000 * max(lags, default=0.0):.1f} ms",
+                  flush=True)
             for generation, times in sorted(pauses.items()):
                 print(f"api gc generation {generation}: {len(times)} collections, max "
                       f"{1000 * max(times):.1f} ms, total {sum(times):.2f} s", flush=True)

@@ -39,8 +39,13 @@ async def load(conn: asyncpg.Connection, projection: str, tps: Iterable[TP]) -> 
 
 # The change notification the API's feed listens for: the changed tables and the highest
 # sequence this transaction drew, ``{"tables": [...], "seq": n}``; never row data (8,000 bytes).
-NOTIFY_PAYLOAD = ("json_build_object('tables', ${tables}::text[], "
-                  "'seq', currval('projector_updated_seq'))::text")
+def notify_call(channel: str, tables: str) -> str:
+    """SQL sending that notification, given the parameters of the channel and the tables."""
+    return (f"pg_notify({channel}, json_build_object('tables', {tables}::text[], "
+            "'seq', currval('projector_updated_seq'))::text)")
+
+
+NOTIFY_SQL = f"SELECT {notify_call('$1', '$2')}"
 
 _MOVED = (
     "WITH moved AS ("
@@ -51,8 +56,7 @@ _MOVED = (
 _ADVANCE_SQL = f"{_MOVED} SELECT count(*) FROM moved"
 # The same with the change notification: one round trip for both. A fenced transaction
 # rolls back, and PostgreSQL sends a transaction's notifications only when it commits.
-_ADVANCE_NOTIFY_SQL = (f"{_MOVED} SELECT count(*), "
-                       f"pg_notify($6, {NOTIFY_PAYLOAD.replace('${tables}', '$7')}) FROM moved")
+_ADVANCE_NOTIFY_SQL = f"{_MOVED} SELECT count(*), {notify_call('$6', '$7')} FROM moved"
 
 
 async def advance(conn: asyncpg.Connection, projection: str,
@@ -61,14 +65,13 @@ async def advance(conn: asyncpg.Connection, projection: str,
     """Compare-and-set ``{tp: (expected, next)}`` in one statement.
 
     ``notify``: (channel, changed tables), notified in the same statement
-    (see :data:`NOTIFY_PAYLOAD`). Raises FencedError (rolling back the
+    (see :func:`notify_call`). Raises FencedError (rolling back the
     caller's transaction) when any partition's stored offset is not the
     expected one.
     """
     if not moves:
         if notify:
-            await conn.execute(f"SELECT pg_notify($1, {NOTIFY_PAYLOAD.replace('${tables}', '$2')})",
-                               notify[0], sorted(notify[1]))
+            await conn.execute(NOTIFY_SQL, notify[0], sorted(notify[1]))
         return
     keys = sorted(moves)
     args: list[object] = [projection, [k[0] for k in keys], [k[1] for k in keys],

@@ -59,15 +59,13 @@ LetterKey = tuple[str, str, int, int]
 DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Event | Rejection]
 
 
-# One round trip: the payload is built where the sequence is.
-_NOTIFY_SQL = f"SELECT pg_notify($1, {checkpoints.NOTIFY_PAYLOAD.replace('${tables}', '$2')})"
 
 
 async def notify_changes(conn: asyncpg.Connection, tables: Iterable[str]) -> None:
     """NOTIFY ``projector_changes`` with the changed tables and the highest sequence this
     transaction drew: ``{"tables": [...], "seq": n}``, never row data (8,000-byte limit).
     A batch's notification rides on its checkpoint statement instead (``checkpoints.advance``)."""
-    await conn.execute(_NOTIFY_SQL, NOTIFY_CHANNEL, sorted(tables))
+    await conn.execute(checkpoints.NOTIFY_SQL, NOTIFY_CHANNEL, sorted(tables))
 
 
 def live_lock_key(projection: str) -> int:
