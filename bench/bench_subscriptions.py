@@ -1,7 +1,7 @@
 """Subscription latency and memory: Kafka produce -> projector -> change feed -> WebSocket frame.
 
     python bench/bench_subscriptions.py [--quick] [--load 2000] [--connections 100]
-        [--per-connection 10] [--idle 10000] [--poll-timeout-ms 200]
+        [--per-connection 10] [--idle 10000] [--poll-timeout-ms 200] [--tracer-linger-ms 5]
 
 On this machine, in three processes besides the embedded PostgreSQL (durable)
 and broker: the projector (``projector.engine.Engine``, all projections), the
@@ -15,8 +15,9 @@ API (uvicorn, uvloop, httptools: ``api.app.create_app``) and this driver.
    with ``--per-connection`` ``orderUpdated(orderId)`` subscriptions each, one
    per tracer order. Tracer orders get their events one step at a time (one
    event per order per step, steps STEP_S apart), each timed from the
-   producer's ``send()``; a frame showing ``eventCount = k`` closes the timing
-   of that order's k-th event.
+   producer's ``send()`` (so the producer's ``--tracer-linger-ms`` is in the
+   figure); a frame showing ``eventCount = k`` closes the timing of that
+   order's k-th event.
 3. Memory: ``--idle`` more subscriptions (50 per connection) on orders that
    never change; the API process's RSS is read then.
 
@@ -303,11 +304,12 @@ async def _subscribed(url: str, order_ids: Sequence[str], tracking: Tracking | N
                 await reader
 
 
-async def _tracers(bootstrap: str, stories: list[list[Any]], tracking: Tracking) -> int:
-    """Each tracer order's k-th event in step k, the steps STEP_S apart; returns events sent."""
+async def _tracers(bootstrap: str, stories: list[list[Any]], tracking: Tracking, linger_ms: int) -> int:
+    """Each tracer order's k-th event in step k, the steps STEP_S apart; returns events sent.
+    ``linger_ms``: the producer's, timed in (each event from its ``send()``)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, acks="all")
     await producer.start()
     sent = 0
     try:
@@ -411,7 +413,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             machine0 = _cpu_by_owner()
             lags: list[int] = []
             watcher = asyncio.create_task(_watch_lag(port, lags))
-            sent = await _tracers(bootstrap, tracers, tracking)
+            sent = await _tracers(bootstrap, tracers, tracking, args.tracer_linger_ms)
             watcher.cancel()
             await asyncio.sleep(3)
             push = await _push_quantiles(port)
@@ -454,6 +456,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             "api_rss_mb_with_idle": rss_idle / 2**20,
             "poll_timeout_ms": args.poll_timeout_ms,
             "fetch_max_wait_ms": args.fetch_max_wait_ms or _default_fetch_max_wait_ms(),
+            "tracer_linger_ms": args.tracer_linger_ms,
             "tracer_acked_p50_ms": 1000 * percentile(tracking.acked, 0.5),
             "tracer_acked_p99_ms": 1000 * percentile(tracking.acked, 0.99),
         })
@@ -492,6 +495,9 @@ def main() -> None:
     parser.add_argument("--per-connection", type=int, default=10)
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--poll-timeout-ms", type=int, default=200)
+    parser.add_argument("--tracer-linger-ms", type=int, default=5,
+                        help="the tracer producer's linger.ms (default 5, Kafka's producer default "
+                             "since 4.0; 0: a produce request per event)")
     parser.add_argument("--fetch-max-wait-ms", type=int, default=0,
                         help="PROJECTOR_FETCH_MAX_WAIT_MS for the engine (0: the default, 100)")
     args = parser.parse_args()
@@ -516,7 +522,7 @@ def main() -> None:
           "(histogram buckets)")
     stages = figures.get("engine", {})
     if "tracer_committed_p50_ms" in stages:
-        print("stages         p50 (p99) from send(): broker ack "
+        print(f"stages         p50 (p99) from send() (linger {figures['tracer_linger_ms']} ms): broker ack "
               f"{figures['tracer_acked_p50_ms']:.0f} ({figures['tracer_acked_p99_ms']:.0f}) ms, "
               f"fetched {stages['tracer_fetched_p50_ms']:.0f} ({stages['tracer_fetched_p99_ms']:.0f}) ms, "
               f"batch cut {stages['tracer_cut_p50_ms']:.0f} ({stages['tracer_cut_p99_ms']:.0f}) ms, "

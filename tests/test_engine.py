@@ -277,6 +277,37 @@ async def test_postgres_restart_mid_run_is_retried(
         pg.stop()
 
 
+async def test_commits_the_database_lost_are_applied_again_without_new_events(
+    pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
+) -> None:
+    # PostgreSQL crashed before flushing the last commits (the projector commits with
+    # synchronous_commit=off) or was restored from a backup: its tables and checkpoints are
+    # behind what the engine saw commit. Nothing new arrives to be fenced on, so the engine
+    # must notice by itself (here the whole history is lost) and apply the events again.
+    records = simulate(topics, orders=150, seed=23, duplicates=0.05)
+    await send(records, kafka_bootstrap)
+    pool = await migrated_pool(pg_dsn)
+    try:
+        engine = Engine(settings_for(pg_dsn, kafka_bootstrap, topics), pool, ALL, group_id=None)
+        async with running(engine) as task:
+            await wait_caught_up(engine, PARTITIONS)
+            applied = engine.events_applied
+            async with pool.acquire() as conn:
+                await conn.execute("TRUNCATE order_summary, order_timeline, customer_summary, "
+                                   "product_sales, daily_sales, projector_checkpoints")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while engine.events_applied < 2 * applied and loop.time() < deadline:
+                await asyncio.sleep(0.2)
+            await wait_caught_up(engine, PARTITIONS)
+            assert not task.done()
+        assert engine.events_applied == 2 * applied  # every event once more, none twice
+        async with pool.acquire() as conn:
+            await assert_tables_match(conn, valid_events(records))
+    finally:
+        await pool.close()
+
+
 async def test_checkpoints_outside_the_log_are_refused(
     pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
 ) -> None:

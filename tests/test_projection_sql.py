@@ -211,15 +211,20 @@ async def test_the_projector_plans_each_statement_with_its_arguments(pg_dsn: str
         for _ in range(2):
             async with pool.acquire() as connection:
                 assert await connection.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+                # Rows and checkpoints commit together: a crash loses both, and they are
+                # projected again from the log, so no batch waits for the WAL flush.
+                assert await connection.fetchval("SHOW synchronous_commit") == "off"
     finally:
         await pool.close()
 
 
 async def test_settings_in_the_database_url_win_over_the_projectors(pg_dsn: str) -> None:
-    pool = await create_pool(f"{pg_dsn}?application_name=billing-projector", min_size=1, max_size=1)
+    pool = await create_pool(f"{pg_dsn}?application_name=billing-projector&synchronous_commit=on",
+                             min_size=1, max_size=1)
     try:
         async with pool.acquire() as connection:
             assert await connection.fetchval("SHOW application_name") == "billing-projector"
+            assert await connection.fetchval("SHOW synchronous_commit") == "on"
             assert await connection.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
     finally:
         await pool.close()
