@@ -23,9 +23,14 @@ from projector.projections.orders import OrdersProjection
 PHYSICAL = {t: t for t in (*OrdersProjection.tables, *TimelineProjection.tables)}
 
 
-async def run_naive(dsn: str, bootstrap: str, topics: Sequence[str], limit: int) -> dict[str, float]:
-    """Consume ``limit`` records from the start of ``topics``; return the rate."""
-    conn = await asyncpg.connect(dsn)
+async def run_naive(dsn: str, bootstrap: str, topics: Sequence[str], limit: int,
+                    synchronous_commit: str = "on") -> dict[str, float]:
+    """Consume ``limit`` records from the start of ``topics``; return the rate.
+
+    ``synchronous_commit``: "on" as the tutorials (PostgreSQL's default); "off" as the
+    engine's sessions, to compare the batching alone.
+    """
+    conn = await asyncpg.connect(dsn, server_settings={"synchronous_commit": synchronous_commit})
     await conn.execute("CREATE TABLE IF NOT EXISTS processed_events (event_id text PRIMARY KEY)")
     projections = (OrdersProjection(cache_rows=0), TimelineProjection())
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap,
