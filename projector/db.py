@@ -30,6 +30,10 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.LockNotAvailableError,
     asyncpg.exceptions.QueryCanceledError,
+    # The server ended the session between two statements (a FATAL at shutdown): asyncpg
+    # then refuses the next one ("cannot switch to state ...; another operation is in
+    # progress"). The connection is dropped on release; a new one works.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
