@@ -146,9 +146,8 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
 
 def run_api(dsn: str, port: int) -> None:
     """As `projector serve` runs it (api.server.serve_api), until SIGTERM or SIGINT."""
-    import uvloop
-
     from api.server import serve_api
+    from projector.runtime import run
     from projector.settings import Settings
 
     async def serve() -> None:
@@ -181,7 +180,7 @@ def run_api(dsn: str, port: int) -> None:
                 print(f"api gc generation {generation}: {len(times)} collections, max "
                       f"{1000 * max(times):.1f} ms, total {sum(times):.2f} s", flush=True)
 
-    uvloop.run(serve())
+    run(serve())  # as `projector serve` runs it (uvloop when installed)
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -478,12 +477,12 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--role":
         if sys.argv[2] == "engine":
-            import uvloop
-            uvloop.run(run_engine(sys.argv[3], sys.argv[4], sys.argv[5].split(","), int(sys.argv[6]),
+            from projector.runtime import run
+            run(run_engine(sys.argv[3], sys.argv[4], sys.argv[5].split(","), int(sys.argv[6]),
                                   int(sys.argv[7])))
         elif sys.argv[2] == "load":
-            import uvloop
-            uvloop.run(run_load(sys.argv[3], sys.argv[4].split(","), int(sys.argv[5]), int(sys.argv[6])))
+            from projector.runtime import run
+            run(run_load(sys.argv[3], sys.argv[4].split(","), int(sys.argv[5]), int(sys.argv[6])))
         else:
             run_api(sys.argv[3], int(sys.argv[4]))
         return
@@ -503,9 +502,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.connections, args.per_connection, args.idle, args.load = 10, 10, 500, 500
-    import uvloop
+    from projector.runtime import run
     with stack(durable=True) as s:
-        figures = uvloop.run(drive(args, s.admin_url, s.bootstrap))
+        figures = run(drive(args, s.admin_url, s.bootstrap))
     lost = figures["tracer_events_sent"] - figures["matched"]
     print()
     print(f"subscriptions  {figures['subscriptions']:,} over {figures['connections']} connections, "
