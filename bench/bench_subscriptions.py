@@ -195,20 +195,26 @@ class Tracking:
     unmatched: int = 0
 
 
-def _cpu_by_owner() -> tuple[float, float]:
-    """CPU seconds used so far by this run's processes and by everything else on the machine."""
-    mine = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
-    ours = others = 0.0
-    for proc in psutil.process_iter(["pid", "cpu_times"]):
+def _cpu_by_role(roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds used so far, by role: ``roles`` (pid -> name), this driver, the embedded
+    PostgreSQL and broker (by process name), and "other" (everything else on the machine)."""
+    mine = {c.pid for c in psutil.Process().children(recursive=True)}
+    used: dict[str, float] = defaultdict(float)
+    for proc in psutil.process_iter(["pid", "name", "cpu_times"]):
         times = proc.info["cpu_times"]
         if times is None:
             continue
-        used = times.user + times.system
-        if proc.info["pid"] in mine:
-            ours += used
+        pid, name = proc.info["pid"], proc.info["name"] or ""
+        if pid in roles:
+            role = roles[pid]
+        elif pid == os.getpid():
+            role = "driver"
+        elif pid in mine:
+            role = "postgres" if "postgres" in name else "broker" if "tansu" in name else "driver"
         else:
-            others += used
-    return ours, others
+            role = "other"
+        used[role] += times.user + times.system
+    return used
 
 
 async def run_load(bootstrap: str, topics: list[str], orders: int, rate: int) -> None:
@@ -409,7 +415,8 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             print(f"{sum(ready):,} subscriptions over {len(ready)} connections; tracer events for "
                   f"{len(tracers):,} orders, one per order every {STEP_S:g} s", flush=True)
             cpu0, t0 = api_proc.cpu_times(), time.monotonic()
-            machine0 = _cpu_by_owner()
+            roles = {engine.pid: "projector", api.pid: "api", load.pid: "load"}
+            machine0 = _cpu_by_role(roles)
             lags: list[int] = []
             watcher = asyncio.create_task(_watch_lag(port, lags))
             sent = await _tracers(bootstrap, tracers, tracking, args.tracer_linger_ms)
@@ -418,10 +425,11 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             push = await _push_quantiles(port)
             rounds = await _push_quantiles(port, "api_feed_read_seconds")
             cpu1, t1 = api_proc.cpu_times(), time.monotonic()
-            machine1 = _cpu_by_owner()
+            machine1 = _cpu_by_role(roles)
             api_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
-            run_cores = (machine1[0] - machine0[0]) / (t1 - t0)
-            other_cores = (machine1[1] - machine0[1]) / (t1 - t0)
+            cores = {role: (machine1[role] - machine0.get(role, 0.0)) / (t1 - t0) for role in machine1}
+            other_cores = cores.pop("other", 0.0)
+            run_cores = sum(cores.values())
             rss_busy = api_proc.memory_info().rss
 
             print(f"opening {args.idle:,} idle subscriptions", flush=True)
@@ -447,6 +455,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             "feed_round_p50_ms": rounds[0], "feed_round_p99_ms": rounds[1],
             "api_cpu_cores_during_tracers": api_cpu,
             "run_cpu_cores": run_cores, "other_processes_cpu_cores": other_cores,
+            "cpu_cores_by_process": cores,
             "machine_cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
             "api_rss_mb_busy": rss_busy / 2**20,
             "idle_subscriptions": sum(idle_ready) + sum(ready),
@@ -532,6 +541,9 @@ def main() -> None:
           f"{figures['run_cpu_cores']:.2f} cores "
           "(PostgreSQL, broker, projector, API, driver), other processes "
           f"{figures['other_processes_cpu_cores']:.2f}")
+    print("               by process: " + ", ".join(
+        f"{role} {c:.2f}" for role, c in sorted(figures["cpu_cores_by_process"].items(),
+                                                key=lambda rc: -rc[1])))
     print(f"API            {figures['api_cpu_cores_during_tracers']:.2f} cores, "
           f"RSS {figures['api_rss_mb_busy']:.0f} MB")
     print(f"idle           {figures['idle_subscriptions']:,} subscriptions over "
