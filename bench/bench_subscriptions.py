@@ -488,7 +488,7 @@ def main() -> None:
         if sys.argv[2] == "engine":
             from projector.runtime import run
             run(run_engine(sys.argv[3], sys.argv[4], sys.argv[5].split(","), int(sys.argv[6]),
-                                  int(sys.argv[7])))
+                           int(sys.argv[7])))
         elif sys.argv[2] == "load":
             from projector.runtime import run
             run(run_load(sys.argv[3], sys.argv[4].split(","), int(sys.argv[5]), int(sys.argv[6])))

@@ -41,7 +41,7 @@ log = logging.getLogger("projector.engine")
 NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
 # How often the stored checkpoints are compared with the engine's own (see _verify_checkpoints).
-VERIFY_INTERVAL_S = 5.0
+_VERIFY_INTERVAL_S = 5.0
 _ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as full, in batches
 
 PosKey = tuple[str, int, int]
@@ -731,13 +731,13 @@ class Engine:
     async def _status_routine(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event,
                               interval_s: float = 1.0) -> None:
         """Every second: pick up pause/resume, publish state, log ends and rates; every
-        VERIFY_INTERVAL_S, check that the database still holds our checkpoints."""
+        _VERIFY_INTERVAL_S, check that the database still holds our checkpoints."""
         last = {n: (time.monotonic(), c) for n, c in self.applied_by.items()}
         verified = time.monotonic()
         while not stopping.is_set():
             try:
                 await self._sync_status(consumer, last)
-                if time.monotonic() - verified >= VERIFY_INTERVAL_S:
+                if time.monotonic() - verified >= _VERIFY_INTERVAL_S:
                     await self._verify_checkpoints(consumer)
                     verified = time.monotonic()
             except Exception as exc:
@@ -757,23 +757,23 @@ class Engine:
         instance's work: its compare-and-set fences us on our next batch.
         """
         async with self._batch_lock:  # no batch in flight: ours are the committed positions
-            tps = [(ktp.topic, ktp.partition) for ktp in consumer.assignment()]
-            tps = [tp for tp in tps if tp not in self.refused]
-            behind: set[TP] = set()
+            tps = [(ktp.topic, ktp.partition) for ktp in consumer.assignment()
+                   if (ktp.topic, ktp.partition) not in self.refused]
+            if not tps:
+                return
             async with self.pool.acquire() as conn:
-                for p in self.projections:
-                    if p.name in self.paused or not tps:
-                        continue
-                    stored = await checkpoints.load(conn, p.name, tps)
-                    mine = self.positions[p.name]
-                    behind |= {tp for tp in tps if stored.get(tp, FROM_LOG_START)
-                               < mine.get(tp, FROM_LOG_START)}
+                stored = {p.name: await checkpoints.load(conn, p.name, tps) for p in self.projections}
+            behind = sorted({tp for name, theirs in stored.items() for tp in tps
+                             if theirs[tp] < self.positions[name].get(tp, FROM_LOG_START)})
             if behind:
                 log.warning("the database holds older checkpoints than this projector committed on "
                             "%d partition(s) (PostgreSQL lost its last commits, or was restored "
                             "from a backup): applying those events again from there",
-                            len(behind), extra={"partitions": sorted(f"{t}[{p}]" for t, p in behind)})
-                await self._reseek(consumer, sorted(behind))
+                            len(behind), extra={"partitions": [f"{t}[{p}]" for t, p in behind]})
+                for name, theirs in stored.items():  # as _reseek, without reading them again
+                    self.positions[name].update({tp: theirs[tp] for tp in behind})
+                for tp in behind:
+                    await self._seek(consumer, tp)
 
     async def _sync_status(self, consumer: AIOKafkaConsumer,
                            last: dict[str, tuple[float, int]]) -> None:
