@@ -2,6 +2,7 @@
 
     python bench/bench_subscriptions.py [--quick] [--load 2000] [--connections 100]
         [--per-connection 10] [--idle 10000] [--poll-timeout-ms 200] [--tracer-linger-ms 5]
+        [--load-linger-ms 100] [--step-s 2] [--fetch-max-wait-ms N]
 
 On this machine, in three processes besides the embedded PostgreSQL (durable)
 and broker: the projector (``projector.engine.Engine``, all projections), the
@@ -10,7 +11,12 @@ API (uvicorn, uvloop, httptools: ``api.app.create_app``) and this driver.
 1. Background load: the simulator's orders published at ``--load`` events/s
    for the whole run (nobody subscribes to them), from a process of its own:
    in the driver's event loop, sending 2,000 events/s delayed the frames it
-   timestamps.
+   timestamps. Its producer lingers ``--load-linger-ms`` (100): the embedded
+   broker keeps each record batch as an object and re-reads a partition's list
+   of them on every fetch, so its CPU grows with the batches stored (at 2,000
+   events/s, 0.17 -> 0.98 of a core over 80 s with a 20 ms linger, 0.09 ->
+   0.19 with 100 ms), and with 20 ms the run measured the broker's slowdown
+   more than the projector and the API. Apache Kafka indexes its segments.
 2. Latency: ``--connections`` WebSocket connections (graphql-transport-ws)
    with ``--per-connection`` ``orderUpdated(orderId)`` subscriptions each, one
    per tracer order. Tracer orders get their events one step at a time (one
@@ -217,13 +223,14 @@ def _cpu_by_role(roles: dict[int, str]) -> dict[str, float]:
     return used
 
 
-async def run_load(bootstrap: str, topics: list[str], orders: int, rate: int) -> None:
-    """The background load: ``orders`` simulated orders' events at ``rate`` events/s."""
+async def run_load(bootstrap: str, topics: list[str], orders: int, rate: int, linger_ms: int) -> None:
+    """The background load: ``orders`` simulated orders' events at ``rate`` events/s, sent by
+    a producer lingering ``linger_ms``."""
     from projector.simulator import SimulationOptions, generate, publish, topic_map_for
 
     background = list(generate(SimulationOptions(orders=orders, seed=78, topic_map=topic_map_for(topics))))
     print("ready", flush=True)
-    await publish(background, bootstrap, rate=rate)
+    await publish(background, bootstrap, rate=rate, linger_ms=linger_ms)
 
 
 def _spawn(role: str, *args: str) -> subprocess.Popen[bytes]:
@@ -309,8 +316,9 @@ async def _subscribed(url: str, order_ids: Sequence[str], tracking: Tracking | N
                 await reader
 
 
-async def _tracers(bootstrap: str, stories: list[list[Any]], tracking: Tracking, linger_ms: int) -> int:
-    """Each tracer order's k-th event in step k, the steps STEP_S apart; returns events sent.
+async def _tracers(bootstrap: str, stories: list[list[Any]], tracking: Tracking, linger_ms: int,
+                   step_s: float) -> int:
+    """Each tracer order's k-th event in step k, the steps ``step_s`` apart; returns events sent.
     ``linger_ms``: the producer's, timed in (each event from its ``send()``)."""
     from aiokafka import AIOKafkaProducer
 
@@ -323,7 +331,7 @@ async def _tracers(bootstrap: str, stories: list[list[Any]], tracking: Tracking,
             batch = [(s[step], step + 1) for s in stories if step < len(s)]
             for i, (record, k) in enumerate(batch):
                 # Spread over the step: a steady trickle, not a burst.
-                ahead = started + i * (STEP_S * 0.8) / len(batch) - time.monotonic()
+                ahead = started + i * (step_s * 0.8) / len(batch) - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
                 at = tracking.sent[(record.event.order_id, k)] = time.monotonic()
@@ -331,7 +339,7 @@ async def _tracers(bootstrap: str, stories: list[list[Any]], tracking: Tracking,
                                             headers=list(record.headers))
                 acked.add_done_callback(lambda _, at=at: tracking.acked.append(time.monotonic() - at))
                 sent += 1
-            await asyncio.sleep(max(0.0, started + STEP_S - time.monotonic()))
+            await asyncio.sleep(max(0.0, started + step_s - time.monotonic()))
         await producer.flush()
     finally:
         await producer.stop()
@@ -384,7 +392,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
     dsn = await _database(admin_url)
     # Made before the clock starts: generating them costs the driver more CPU than sending.
     tracers = _stories(topics, args.connections * args.per_connection, seed=TRACER_SEED)
-    duration_s = STEP_S * (max(len(s) for s in tracers) + 3) + 20 + args.idle / 250
+    duration_s = args.step_s * (max(len(s) for s in tracers) + 3) + 20 + args.idle / 250
     load: subprocess.Popen[bytes] | None = None
     port = free_port()
     figures: dict[str, Any] = {}
@@ -396,7 +404,7 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
         await _api_ready(port, api)
         api_proc = psutil.Process(api.pid)
         load = _spawn("load", bootstrap, ",".join(topics), str(int(args.load * duration_s / 5.0) + 1000),
-                      str(args.load))
+                      str(args.load), str(args.load_linger_ms))
         assert load.stdout is not None
         # It publishes once its events are generated.
         if (await asyncio.to_thread(load.stdout.readline)).strip() != b"ready":
@@ -413,13 +421,13 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
                 await stack_.enter_async_context(_subscribed(url, chunk, tracking, ready))
             await asyncio.sleep(1)
             print(f"{sum(ready):,} subscriptions over {len(ready)} connections; tracer events for "
-                  f"{len(tracers):,} orders, one per order every {STEP_S:g} s", flush=True)
+                  f"{len(tracers):,} orders, one per order every {args.step_s:g} s", flush=True)
             cpu0, t0 = api_proc.cpu_times(), time.monotonic()
             roles = {engine.pid: "projector", api.pid: "api", load.pid: "load"}
             machine0 = _cpu_by_role(roles)
             lags: list[int] = []
             watcher = asyncio.create_task(_watch_lag(port, lags))
-            sent = await _tracers(bootstrap, tracers, tracking, args.tracer_linger_ms)
+            sent = await _tracers(bootstrap, tracers, tracking, args.tracer_linger_ms, args.step_s)
             watcher.cancel()
             await asyncio.sleep(3)
             push = await _push_quantiles(port)
@@ -465,6 +473,8 @@ async def drive(args: argparse.Namespace, admin_url: str, bootstrap: str) -> dic
             "poll_timeout_ms": args.poll_timeout_ms,
             "fetch_max_wait_ms": args.fetch_max_wait_ms or _default_fetch_max_wait_ms(),
             "tracer_linger_ms": args.tracer_linger_ms,
+            "tracer_step_s": args.step_s,
+            "load_linger_ms": args.load_linger_ms,
             "tracer_acked_p50_ms": 1000 * percentile(tracking.acked, 0.5),
             "tracer_acked_p99_ms": 1000 * percentile(tracking.acked, 0.99),
         })
@@ -491,7 +501,8 @@ def main() -> None:
                            int(sys.argv[7])))
         elif sys.argv[2] == "load":
             from projector.runtime import run
-            run(run_load(sys.argv[3], sys.argv[4].split(","), int(sys.argv[5]), int(sys.argv[6])))
+            run(run_load(sys.argv[3], sys.argv[4].split(","), int(sys.argv[5]), int(sys.argv[6]),
+                         int(sys.argv[7])))
         else:
             run_api(sys.argv[3], int(sys.argv[4]))
         return
@@ -506,8 +517,12 @@ def main() -> None:
     parser.add_argument("--tracer-linger-ms", type=int, default=5,
                         help="the tracer producer's linger.ms (default 5, Kafka's producer default "
                              "since 4.0; 0: a produce request per event)")
+    parser.add_argument("--load-linger-ms", type=int, default=100,
+                        help="the background producer's linger.ms (default 100; see the module doc)")
+    parser.add_argument("--step-s", type=float, default=STEP_S,
+                        help=f"seconds between two events of one tracer order (default {STEP_S:g})")
     parser.add_argument("--fetch-max-wait-ms", type=int, default=0,
-                        help="PROJECTOR_FETCH_MAX_WAIT_MS for the engine (0: the default, 100)")
+                        help="PROJECTOR_FETCH_MAX_WAIT_MS for the engine (0: the default, 30)")
     args = parser.parse_args()
     if args.quick:
         args.connections, args.per_connection, args.idle, args.load = 10, 10, 500, 500

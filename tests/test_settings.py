@@ -22,7 +22,7 @@ def test_values_are_parsed_and_a_bad_one_is_named() -> None:
     settings = Settings.from_env({"PROJECTOR_FETCH_MAX_WAIT_MS": "25",
                                   "PROJECTOR_BATCH_MAX_EVENTS": " 800 "})
     assert (settings.fetch_max_wait_ms, settings.batch_max_events) == (25, 800)
-    assert Settings.from_env({}).fetch_max_wait_ms == 100
+    assert Settings.from_env({}).fetch_max_wait_ms == 30
     with pytest.raises(ConfigError, match="PROJECTOR_FETCH_MAX_WAIT_MS='soon' is not valid"):
         Settings.from_env({"PROJECTOR_FETCH_MAX_WAIT_MS": "soon"})
     with pytest.raises(ConfigError, match=r"milliseconds 1\.\.60000"):
