@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -21,7 +22,9 @@ from projector.settings import Settings
 
 
 async def main(dsn: str, bootstrap: str, topics: list[str], target: dict[str, int]) -> None:
-    settings = Settings(database_url=dsn, kafka_bootstrap_servers=bootstrap, topics=tuple(topics))
+    # PROJECTOR_* variables apply, as they do to `projector run` (PROJECTOR_BATCH_MAX_EVENTS...).
+    settings = Settings.from_env(os.environ, database_url=dsn, kafka_bootstrap_servers=bootstrap,
+                                 topics=tuple(topics))
     pool = await create_pool(dsn, min_size=1, max_size=4)
     engine = Engine(settings, pool, ALL, group_id=None)
     tune_gc()  # as `projector run` does
