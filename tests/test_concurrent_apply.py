@@ -47,3 +47,32 @@ async def test_the_same_new_order_event_applied_by_two_instances_counts_once(pg_
     finally:
         await a.close()
         await b.close()
+
+
+async def test_an_order_the_row_cache_does_not_know_is_found_by_its_insert(pg_dsn: str) -> None:
+    """A batch with an OrderPlaced is written without reading its order first; an instance
+    that never saw the order (a restart, another instance's partition) must still fold
+    into the stored row, not beside it, when that OrderPlaced comes again."""
+    pool = await migrated_pool(pg_dsn)
+    await pool.close()
+    events = valid_events(simulate(("t",) * 10, orders=1, seed=3))
+    placed = next(e for e in events if e.event_type == "OrderPlaced")
+    rest = [e for e in events if e.event_type != "OrderPlaced"]
+    assert rest, "the simulated order needs events after OrderPlaced"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        async with conn.transaction():
+            await OrdersProjection().apply(conn, [Positioned(placed, "t", 0, 0)], PHYSICAL)
+        before = await conn.fetchval("SELECT count(*) FROM order_summary")
+        # A fresh instance (empty row cache): the duplicate OrderPlaced makes it assume a new order.
+        async with conn.transaction():
+            await OrdersProjection().apply(
+                conn, [Positioned(e, "t", 0, i + 1) for i, e in enumerate([placed, *rest])], PHYSICAL)
+        row = await conn.fetchrow("SELECT event_count, status FROM order_summary WHERE order_id = $1",
+                                  placed.order_id)
+        assert before == 1 and await conn.fetchval("SELECT count(*) FROM order_summary") == 1
+        assert row is not None and row["event_count"] == len({e.event_id for e in events})
+        assert await conn.fetchval("SELECT sum(order_count) FROM customer_summary") == 1
+        assert await conn.fetchval("SELECT sum(orders_placed) FROM daily_sales") == 1
+    finally:
+        await conn.close()

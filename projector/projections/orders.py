@@ -271,7 +271,7 @@ class OrdersProjection:
         """Fold ``batch`` into the four tables; returns the logical names changed.
 
         Statements: a load of the batch's orders the row cache cannot vouch
-        for, one order_summary write, one statement upserting the deltas of
+        for (except those with an OrderPlaced: assumed new), one order_summary write, one statement upserting the deltas of
         the three aggregate tables, and rarely a customer recompute, a delete of emptied aggregate
         rows, or a locked reload and second write of orders another
         transaction wrote meanwhile.
@@ -321,7 +321,8 @@ class OrdersProjection:
         self, conn: Any, table: str, by_order: Mapping[str, list[Event]]
     ) -> tuple[dict[str, OrderRow], dict[str, str | None]]:
         """The rows the batch's orders are folded into, and the fingerprint of each
-        (None: not in the table): from the row cache, else loaded in one statement."""
+        (None: not in the table, or assumed new): from the row cache, else loaded in
+        one statement."""
         ids = sorted(by_order)
         cached = self.cache.lookup(table, ids)
         current: dict[str, OrderRow] = {}
@@ -340,6 +341,12 @@ class OrdersProjection:
                     current[order_id] = row
                     expected[order_id] = fingerprint
                     continue
+            elif any(e.event_type == "OrderPlaced" for e in by_order[order_id]):
+                # Most likely a new order (OrderPlaced usually comes first): written
+                # without a read. Should the table have it, the insert leaves it
+                # alone and the write returns it as lost: locked, reloaded, folded again.
+                expected[order_id] = None
+                continue
             missing.append(order_id)
         if missing:
             stored = await order_store.load(conn, table, missing)
