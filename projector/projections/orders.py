@@ -271,9 +271,10 @@ class OrdersProjection:
         """Fold ``batch`` into the four tables; returns the logical names changed.
 
         Statements: a load of the batch's orders the row cache cannot vouch
-        for (except those with an OrderPlaced: assumed new), one order_summary write, one statement upserting the deltas of
-        the three aggregate tables, and rarely a customer recompute, a delete of emptied aggregate
-        rows, or a locked reload and second write of orders another
+        for (except those with an OrderPlaced: assumed new), one order_summary
+        write, one statement upserting the deltas of the three aggregate tables,
+        and rarely a customer recompute, a delete of emptied aggregate rows, or a
+        locked reload and second write of orders another
         transaction wrote meanwhile.
         """
         if not batch:
