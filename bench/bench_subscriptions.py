@@ -60,7 +60,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentile, stack, write_results
+from common import host_speed_ms, percentile, stack, write_results
 
 from projector.events import DEFAULT_TOPICS
 
@@ -527,8 +527,10 @@ def main() -> None:
     if args.quick:
         args.connections, args.per_connection, args.idle, args.load = 10, 10, 500, 500
     from projector.runtime import run
+    speed_before = host_speed_ms()
     with stack(durable=True) as s:
         figures = run(drive(args, s.admin_url, s.bootstrap))
+    figures["host_speed_ms"] = [speed_before, host_speed_ms()]
     lost = figures["tracer_events_sent"] - figures["matched"]
     print()
     print(f"subscriptions  {figures['subscriptions']:,} over {figures['connections']} connections, "
@@ -555,7 +557,8 @@ def main() -> None:
     print(f"machine        {figures['machine_cpus']} CPUs; this run used "
           f"{figures['run_cpu_cores']:.2f} cores "
           "(PostgreSQL, broker, projector, API, driver), other processes "
-          f"{figures['other_processes_cpu_cores']:.2f}")
+          f"{figures['other_processes_cpu_cores']:.2f}; host speed (a fixed loop, idle, before / "
+          f"after) {figures['host_speed_ms'][0]:.1f} / {figures['host_speed_ms'][1]:.1f} ms")
     print("               by process: " + ", ".join(
         f"{role} {c:.2f}" for role, c in sorted(figures["cpu_cores_by_process"].items(),
                                                 key=lambda rc: -rc[1])))

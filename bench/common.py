@@ -51,6 +51,22 @@ def stack(durable: bool = True) -> Iterator[Stack]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def host_speed_ms() -> float:
+    """Milliseconds a fixed pure-Python loop takes (best of five): the machine's speed now.
+
+    The VM's neighbours change how fast the same work runs (by 2x within an hour on the
+    reference machine); printed beside a figure, it tells a slow host from slow code.
+    """
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
