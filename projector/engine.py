@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,6 +74,21 @@ def live_lock_key(projection: str) -> int:
     """The advisory lock key guarding a projection's live writes (signed 64-bit)."""
     digest = hashlib.blake2b(f"projector-live:{projection}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+@contextlib.asynccontextmanager
+async def _savepoint(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A savepoint in a transaction begun by hand: released at the end, rolled back to
+    on an error (which is raised again)."""
+    await conn.execute("SAVEPOINT isolating")
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK TO SAVEPOINT isolating")
+        raise
+    await conn.execute("RELEASE SAVEPOINT isolating")
 
 
 def event_context(pe: Positioned, projection: str) -> dict[str, object]:
@@ -606,8 +621,7 @@ class Engine:
         """
         name = w.projection.name
         letters: dict[LetterKey, dead_letters.DeadLetter] = {}
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._hold_live(conn, name)
+        async with self.pool.acquire() as conn, self._live_transaction(conn, name):
             events = [e for part in w.partitions.values() for e in part.events]
             failed: list[tuple[Positioned, BaseException]] = []
             if poison:
@@ -654,12 +668,29 @@ class Engine:
             await dead_letters.write(conn, [letters[k] for k in sorted(letters)])
         return applied, {k: d.reason for k, d in letters.items()}
 
-    async def _hold_live(self, conn: asyncpg.Connection, projection: str) -> None:
-        """Take the projection's live lock for this transaction, shared with every
-        other live batch; a rebuild's cut-over takes it exclusively to hold live
-        writes while it swaps tables. A shadow engine takes none."""
+    @contextlib.asynccontextmanager
+    async def _live_transaction(self, conn: asyncpg.Connection, projection: str,
+                                commit: bool = True) -> AsyncIterator[None]:
+        """A transaction holding the projection's live lock, shared with every other
+        live batch (a rebuild's cut-over takes it exclusively to hold live writes while
+        it swaps tables; a shadow engine takes none). BEGIN and the lock are one round
+        trip, which asyncpg's transaction object cannot make: so savepoints inside are
+        :func:`_savepoint`'s. Committed at the end (rolled back if ``commit`` is false),
+        rolled back on any error."""
+        begin = "BEGIN"
         if not self.shadow:
-            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", live_lock_key(projection))
+            # An integer we computed: safe to inline (the simple protocol takes no parameters).
+            begin += f"; SELECT pg_advisory_xact_lock_shared({int(live_lock_key(projection))})"
+        try:
+            await conn.execute(begin)
+            yield
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                # A broken connection fails here too; the pool then discards it.
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT" if commit else "ROLLBACK")
 
     async def _find_poison(self, w: ProjectionWork,
                            known: Mapping[PosKey, BaseException]) -> dict[PosKey, BaseException]:
@@ -667,14 +698,9 @@ class Engine:
         bisecting in savepoints in a transaction that is then rolled back."""
         events = [e for part in w.partitions.values() for e in part.events
                   if _pos(e) not in known]
-        async with self.pool.acquire() as conn:
-            probe = conn.transaction()
-            await probe.start()
-            try:
-                await self._hold_live(conn, w.projection.name)
-                _, failed = await self._apply_isolating(conn, w.projection, events)
-            finally:
-                await probe.rollback()
+        async with self.pool.acquire() as conn, self._live_transaction(
+                conn, w.projection.name, commit=False):
+            _, failed = await self._apply_isolating(conn, w.projection, events)
         return {_pos(pe): exc for pe, exc in failed}
 
     async def _apply_isolating(
@@ -685,7 +711,7 @@ class Engine:
             return set(), []
         physical = self._physical[projection.name]
         try:
-            async with conn.transaction():  # a savepoint: a failure undoes only this part
+            async with _savepoint(conn):  # a failure undoes only this part
                 return await projection.apply(conn, events, physical), []
         except Exception as exc:
             if is_transient(exc):
