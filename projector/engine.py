@@ -76,6 +76,14 @@ def live_lock_key(projection: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+async def _undo(conn: asyncpg.Connection, statement: str) -> None:
+    """Roll back on the way out of an error, if there is a transaction to roll back; a
+    broken connection fails here too, and the pool then discards it."""
+    if not conn.is_closed() and conn.is_in_transaction():
+        with contextlib.suppress(Exception):
+            await conn.execute(statement)
+
+
 @contextlib.asynccontextmanager
 async def _savepoint(conn: asyncpg.Connection) -> AsyncIterator[None]:
     """A savepoint in a transaction begun by hand: released at the end, rolled back to
@@ -84,9 +92,7 @@ async def _savepoint(conn: asyncpg.Connection) -> AsyncIterator[None]:
     try:
         yield
     except BaseException:
-        if not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK TO SAVEPOINT isolating")
+        await _undo(conn, "ROLLBACK TO SAVEPOINT isolating")
         raise
     await conn.execute("RELEASE SAVEPOINT isolating")
 
@@ -685,10 +691,7 @@ class Engine:
             await conn.execute(begin)
             yield
         except BaseException:
-            if not conn.is_closed() and conn.is_in_transaction():
-                # A broken connection fails here too; the pool then discards it.
-                with contextlib.suppress(Exception):
-                    await conn.execute("ROLLBACK")
+            await _undo(conn, "ROLLBACK")
             raise
         await conn.execute("COMMIT" if commit else "ROLLBACK")
 
@@ -723,12 +726,15 @@ class Engine:
         right, rfail = await self._apply_isolating(conn, projection, events[mid:])
         return left | right, lfail + rfail
 
-    async def _reseek(self, consumer: AIOKafkaConsumer, tps: Sequence[TP]) -> None:
-        """After fencing: reload the stored checkpoints and seek there."""
-        async with self.pool.acquire() as conn:
-            for p in self.projections:
-                stored = await checkpoints.load(conn, p.name, tps)
-                self.positions[p.name].update(stored)
+    async def _reseek(self, consumer: AIOKafkaConsumer, tps: Sequence[TP],
+                      stored: Mapping[str, Mapping[TP, int]] | None = None) -> None:
+        """Seek ``tps`` to the stored checkpoints (``stored``, per projection, if the
+        caller has just read them; else read here, as after fencing)."""
+        if stored is None:
+            async with self.pool.acquire() as conn:
+                stored = {p.name: await checkpoints.load(conn, p.name, tps) for p in self.projections}
+        for name, theirs in stored.items():
+            self.positions[name].update({tp: theirs[tp] for tp in tps})
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         for tp in tps:
             if tp in assigned:
@@ -796,10 +802,7 @@ class Engine:
                             "%d partition(s) (PostgreSQL lost its last commits, or was restored "
                             "from a backup): applying those events again from there",
                             len(behind), extra={"partitions": [f"{t}[{p}]" for t, p in behind]})
-                for name, theirs in stored.items():  # as _reseek, without reading them again
-                    self.positions[name].update({tp: theirs[tp] for tp in behind})
-                for tp in behind:
-                    await self._seek(consumer, tp)
+                await self._reseek(consumer, behind, stored)
 
     async def _sync_status(self, consumer: AIOKafkaConsumer,
                            last: dict[str, tuple[float, int]]) -> None:
