@@ -10,8 +10,12 @@ read once per SNAPSHOT_TTL_S (100 ms) for all requests together, and *before*
 the request's own reads, so the reported offsets are a lower bound of what the
 answer contains, never an overstatement.
 
-``lagEvents`` needs the partitions' end offsets, which the engine does not
-publish yet: it is null until it does.
+``lagEvents`` is how many events of those projections' partitions lie between
+their checkpoints and the log ends the engine last published (``partition_status``,
+refreshed every second or so by the instance owning each partition): an estimate
+that can trail a burst of new events by that second, never a count of events not
+in the log. It is null while any of those partitions has no published end (no
+engine has owned it yet) and when the answer read no projection's table.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Snapshot:
         self.as_of = as_of
         self.taken = taken
         self.projections = projections
-        # [projection, topic, partition, next_offset, updated_at] rows.
+        # [projection, topic, partition, next_offset, end_offset or None] rows.
         self.checkpoints = checkpoints
         self.projection_of: Mapping[str, str] = {
             logical: p["name"] for p in projections for logical in (p.get("tables") or {})}
@@ -55,13 +59,20 @@ class Snapshot:
         if found is None:
             names = {self.projection_of[t] for t in key if t in self.projection_of}
             offsets: dict[str, dict[str, dict[str, int]]] = {}
-            for projection, topic, partition, next_offset, _ in self.checkpoints:
+            lag: int | None = 0
+            for projection, topic, partition, next_offset, end_offset in self.checkpoints:
                 if projection in names:
                     offsets.setdefault(projection, {}).setdefault(topic, {})[str(partition)] = next_offset
+                    if end_offset is None:
+                        lag = None
+                    elif lag is not None:
+                        # A checkpoint of -1 (the log start) has applied nothing yet.
+                        lag += max(0, end_offset - max(0, next_offset))
             # Memoised: every request between two refreshes that read the same
             # tables gets the same (read-only) dict.
             found = self._payloads[key] = {
-                "asOf": self.as_of.isoformat(), "lagEvents": None, "checkpoints": offsets}
+                "asOf": self.as_of.isoformat(), "lagEvents": lag if offsets else None,
+                "checkpoints": offsets}
         return found
 
 

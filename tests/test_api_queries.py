@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -215,6 +216,38 @@ async def test_freshness_names_the_projections_read(pool: asyncpg.Pool) -> None:
     result = await execute(pool, "{ deadLetters { totalCount } }")
     assert result.extensions is not None
     assert result.extensions["freshness"]["checkpoints"] == {}
+
+
+async def test_freshness_counts_the_events_behind_the_published_log_ends(
+        pg_dsn: str, pool: asyncpg.Pool) -> None:
+    async def lag_events(query: str) -> Any:
+        result = await execute(pool, query)
+        assert result.extensions is not None
+        return result.extensions["freshness"]["lagEvents"]
+
+    async def publish_end(partition: int, end_offset: int) -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO partition_status (topic, partition, end_offset, owner)"
+                " VALUES ('orders.placed', $1, $2, 'test') ON CONFLICT (topic, partition)"
+                " DO UPDATE SET end_offset = excluded.end_offset", partition, end_offset)
+        finally:
+            await conn.close()
+
+    order = '{ order(orderId: "o1") { orderId } }'
+    # One of the orders projection's partitions has no published end: unknown, not 0.
+    await publish_end(0, 50)
+    assert await lag_events(order) is None
+    await publish_end(1, 7)
+    assert await lag_events(order) == 8  # (50 - 42) + (7 - 7)
+    # The timeline projection's one checkpoint (40) shares partition 0's end.
+    assert await lag_events('{ order(orderId: "o1") { timeline { eventId } } }') == 8 + 10
+    # A checkpoint behind a log end it once passed (the topic was recreated) is not negative lag.
+    await publish_end(1, 3)
+    assert await lag_events(order) == 8
+    # No projection's table read: nothing to be behind on.
+    assert await lag_events("{ deadLetters { totalCount } }") is None
 
 
 async def test_freshness_present_on_validation_errors(pool: asyncpg.Pool) -> None:

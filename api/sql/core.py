@@ -19,8 +19,9 @@ SNAPSHOT = Sql(
     "SELECT now() AS as_of,"
     " (SELECT coalesce(jsonb_agg(jsonb_build_object('name', name, 'version', version,"
     "   'state', state, 'tables', tables) ORDER BY name), '[]') FROM projections) AS projections,"
-    " (SELECT coalesce(jsonb_agg(jsonb_build_array(projection, topic, partition, next_offset,"
-    "   updated_at) ORDER BY projection, topic, partition), '[]') FROM projector_checkpoints)"
+    " (SELECT coalesce(jsonb_agg(jsonb_build_array(c.projection, c.topic, c.partition, c.next_offset,"
+    "   s.end_offset) ORDER BY c.projection, c.topic, c.partition), '[]') FROM projector_checkpoints c"
+    "   LEFT JOIN partition_status s ON s.topic = c.topic AND s.partition = c.partition)"
     " AS checkpoints", ())
 
 
