@@ -104,10 +104,14 @@ class ChangeFeed:
                                              "application_name": "projector-api-feed-reader",
                                              "statement_timeout": str(READ_TIMEOUT_MS),
                                              "default_transaction_read_only": "on",
-                                             # A generic plan of `updated_seq > $1 ORDER BY
-                                             # updated_seq LIMIT n` cannot know that $1 is
-                                             # near the top: it may sort the whole table.
-                                             "plan_cache_mode": "force_custom_plan"})
+                                             # Generic plans (planning was half the time of
+                                             # a round's reads) that cannot scan a table: one
+                                             # made while a table was empty walks the
+                                             # updated_seq index from $1 (tests/
+                                             # test_subscriptions_feed.py). A swap's re-read
+                                             # plans with its arguments (_swapped).
+                                             "plan_cache_mode": "auto",
+                                             "enable_seqscan": "off"})
         try:
             listen = asyncio.create_task(self._listen_routine(), name="feed-listen")
             self._tasks.append(listen)
@@ -293,6 +297,9 @@ class ChangeFeed:
         oid again and does it all again (subscribers may get a row twice, never none).
         """
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            # Rows by key, or by owner: an index each, or every row; let the arguments decide.
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan; "
+                               "SET LOCAL enable_seqscan = on")
             await self._resync(conn, spec, cursor, oid, arrived)
 
     async def _resync(self, conn: asyncpg.Connection, spec: FeedTable, cursor: TableCursor,

@@ -27,10 +27,20 @@ from readmodels import (
     stored_totals,
 )
 
-from projector.db import create_pool
+from projector import checkpoints
+from projector.db import create_pool, migrate
+from projector.engine import BATCH_BEGIN
 from projector.events import EVENT_TYPES, TOPIC_OF, Event
 from projector.projection import Positioned, Projection
-from projector.projections import ALL, order_store
+from projector.projections import (
+    ALL,
+    customer_summary,
+    daily_sales,
+    order_store,
+    order_timeline,
+    orders,
+    product_sales,
+)
 from projector.projections.order_timeline import TimelineProjection
 from projector.projections.orders import OrdersProjection
 from projector.projections.row_cache import RowCache
@@ -202,6 +212,45 @@ async def test_the_order_write_finds_stored_rows_through_the_key(conn: asyncpg.C
         "EXPLAIN EXECUTE write_orders('[]', '[]', '{}')"))
     assert "Seq Scan on order_summary" not in plan, plan
     assert "order_summary_pkey" in plan, plan
+
+
+async def test_a_batch_keeps_generic_plans_that_find_rows_by_key(conn: asyncpg.Connection) -> None:
+    # A batch's transaction lets PostgreSQL keep generic plans (BATCH_BEGIN): made while the
+    # tables are empty, as here, none may scan a table, which would cost more with every row.
+    await migrate(conn, ALL)
+    statements = {
+        "load": order_store._load_sql("order_summary", False),
+        "locked load": order_store._load_sql("order_summary", True),
+        "order write": order_store._write_sql("order_summary"),
+        "aggregates": orders._aggregates_sql("customer_summary", "product_sales", "daily_sales"),
+        "customer recompute": customer_summary._recompute_sql("customer_summary", "order_summary"),
+        "empty products": product_sales.delete_empty_sql("product_sales"),
+        "empty days": daily_sales.delete_empty_sql("daily_sales"),
+        "timeline": order_timeline._insert_sql("order_timeline"),
+        "checkpoints": checkpoints._ADVANCE_NOTIFY_SQL,
+    }
+
+    async def generic_plan(name: str) -> str:
+        sql = statements[name]
+        params = len((await conn.prepare(sql)).get_parameters())
+        await conn.execute(f'PREPARE "{name}" AS {sql}')
+        nulls = ", ".join(["NULL"] * params)
+        plan = await conn.fetch(f'EXPLAIN EXECUTE "{name}"({nulls})')
+        await conn.execute(f'DEALLOCATE "{name}"')
+        return "\n".join(r[0] for r in plan)
+
+    async with conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        assert "Seq Scan on order_summary" in await generic_plan("load"), "the hazard guarded"
+    await conn.execute(BATCH_BEGIN)
+    try:
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")  # to see it
+        for name in statements:
+            plan = await generic_plan(name)
+            assert "Seq Scan" not in plan, f"{name}:\n{plan}"
+    finally:
+        await conn.execute("ROLLBACK")
+    assert await conn.fetchval("SHOW enable_seqscan") == "on"  # only the batch's transaction
 
 
 async def test_the_projector_plans_each_statement_with_its_arguments(pg_dsn: str) -> None:
