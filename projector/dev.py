@@ -26,6 +26,8 @@ from projector.topics import ensure_topics
 log = logging.getLogger("projector.dev")
 
 DEV_DATABASE = "projector"
+# How long the banner waits for the projector to have its partitions, after the API serves.
+CONSUMING_PATIENCE_S = 30.0
 
 
 class DevStack:
@@ -85,7 +87,7 @@ async def _ensure_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-def banner(settings: Settings, stack: DevStack, reset: bool, demo: bool) -> str:
+def banner(settings: Settings, stack: DevStack, reset: bool, demo: bool, consuming: bool = True) -> str:
     url = f"http://{settings.api_host}:{settings.api_port}/graphql"
     pg = "embedded" if stack.postgres else "external"
     kafka = "embedded, in memory" if stack.broker else "external"
@@ -100,6 +102,9 @@ def banner(settings: Settings, stack: DevStack, reset: bool, demo: bool) -> str:
         f"  PostgreSQL    {redact_url(settings.database_url or '')}   ({pg})",
         f"  Kafka         {settings.kafka_bootstrap_servers}   ({kafka})",
         f"  Topics        {len(settings.topics)} order topics, e.g. {settings.topics[0]}",
+        "  Projector     " + ("consuming them: events published now show up in the API" if consuming
+                             else "not consuming yet (joining the consumer group, or rebuilding: "
+                                  "see the log)"),
     ]
     if reset:
         lines.append("  Read models   started empty: the embedded broker keeps its log in memory,")
@@ -127,26 +132,27 @@ async def run_dev(settings: Settings, stack: DevStack, stopping: asyncio.Event,
         await pool.close()
 
     api_started = asyncio.Event()
+    consuming = asyncio.Event()
     tasks: dict[str, asyncio.Task[Any]] = {}
 
     def spawn(name: str, coro: Coroutine[Any, Any, Any]) -> None:
         tasks[name] = asyncio.create_task(coro, name=name)
 
     spawn("supervisor", stack.supervise_routine())
-    spawn("workers", run_workers(settings, stopping, ALL, apply_migrations=False))
+    spawn("workers", run_workers(settings, stopping, ALL, apply_migrations=False, ready=consuming))
     spawn("api", serve_api(settings, stopping, api_started))
     if demo:
         spawn("demo", _demo_routine(settings, demo_orders))
     exit_code = 0
     waiter = asyncio.create_task(stopping.wait())
-    announced = asyncio.create_task(api_started.wait())
+    announced = asyncio.create_task(_started(api_started, consuming))
     try:
         pending: set[asyncio.Task[Any]] = {waiter, announced, *tasks.values()}
         while not stopping.is_set():
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if announced in done:
-                print(banner(settings, stack, stack.broker is not None, demo), file=sys.stderr,
-                      flush=True)
+                print(banner(settings, stack, stack.broker is not None, demo, consuming.is_set()),
+                      file=sys.stderr, flush=True)
             for task in done - {waiter, announced}:
                 exc = task.exception()
                 if task.get_name() == "demo" and exc is None:
@@ -176,6 +182,15 @@ async def run_dev(settings: Settings, stack: DevStack, stopping: asyncio.Event,
             with contextlib.suppress(BaseException):
                 await task
     return exit_code
+
+
+async def _started(api_started: asyncio.Event, consuming: asyncio.Event) -> None:
+    """The API serves, and the projector has its partitions (joining the consumer group
+    takes a few seconds): a newcomer who publishes after the banner sees the events
+    arrive. Not longer than CONSUMING_PATIENCE_S for the projector (a rebuild may run)."""
+    await api_started.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(consuming.wait(), CONSUMING_PATIENCE_S)
 
 
 async def _demo_routine(settings: Settings, orders: int) -> None:

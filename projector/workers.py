@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from prometheus_client import REGISTRY
@@ -40,12 +40,13 @@ async def connect_with_retry(url: str, stopping: asyncio.Event, **kwargs: object
 
 async def run_workers(settings: Settings, stopping: asyncio.Event,
                       projections: Sequence[Projection] | None = None,
-                      apply_migrations: bool = True) -> None:
+                      apply_migrations: bool = True, ready: asyncio.Event | None = None) -> None:
     """Run the engine until ``stopping`` is set.
 
     A projection whose code version differs from its tables' version is
     rebuilt blue/green first (unless PROJECTOR_AUTO_REBUILD=false); meanwhile
     its old tables keep serving, and the other projections run live.
+    ``ready``: set once an engine has its partitions and has sought to its checkpoints.
     """
     if projections is None:
         from projector.projections import ALL
@@ -61,6 +62,13 @@ async def run_workers(settings: Settings, stopping: asyncio.Event,
                 await migrate(conn, projections)
         metrics = EngineMetrics(REGISTRY)
         current: list[Engine] = []
+        relays: list[asyncio.Task[None]] = []
+
+        def started(engine: Engine) -> None:
+            current.append(engine)
+            if ready is not None:
+                relays.append(asyncio.create_task(_relay(engine.ready, ready)))
+
         health = HealthServer(settings.metrics_host, settings.metrics_port, REGISTRY,
                               lambda: current[-1].readiness() if current else (False, {}))
         try:
@@ -73,7 +81,7 @@ async def run_workers(settings: Settings, stopping: asyncio.Event,
         try:
             stale = await _stale(pool, projections)
             if stale and settings.auto_rebuild and not stopping.is_set():
-                await _rebuild_then_join(settings, pool, projections, stale, metrics, current,
+                await _rebuild_then_join(settings, pool, projections, stale, metrics, started,
                                          stopping)
             elif stale:
                 log.warning("projection(s) %s: the tables were built by another version of the "
@@ -82,12 +90,19 @@ async def run_workers(settings: Settings, stopping: asyncio.Event,
                             " ".join(p.name for p in stale))
             if not stopping.is_set():
                 engine = Engine(settings, pool, projections, metrics=metrics)
-                current.append(engine)
+                started(engine)
                 await engine.run(stopping)
         finally:
+            for relay in relays:
+                relay.cancel()
             await health.stop()
     finally:
         await pool.close()
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 async def _stale(pool: asyncpg.Pool, projections: Sequence[Projection]) -> list[Projection]:
@@ -98,7 +113,7 @@ async def _stale(pool: asyncpg.Pool, projections: Sequence[Projection]) -> list[
 
 async def _rebuild_then_join(settings: Settings, pool: asyncpg.Pool,
                              projections: Sequence[Projection], stale: Sequence[Projection],
-                             metrics: EngineMetrics, current: list[Engine],
+                             metrics: EngineMetrics, started: Callable[[Engine], None],
                              stopping: asyncio.Event) -> None:
     from projector.rebuild import Rebuild
 
@@ -110,7 +125,7 @@ async def _rebuild_then_join(settings: Settings, pool: asyncpg.Pool,
     tasks: list[asyncio.Task[None]] = []
     if fresh:
         engine = Engine(settings, pool, fresh, metrics=metrics)
-        current.append(engine)
+        started(engine)
         tasks.append(asyncio.create_task(engine.run(phase_done)))
     job = asyncio.create_task(Rebuild(settings, pool, stale).run())
     stop_wait = asyncio.create_task(stopping.wait())

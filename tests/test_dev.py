@@ -54,6 +54,13 @@ def test_dev_serves_graphiql_and_sigint_stops_every_child(tmp_path: Path) -> Non
         names = {p["name"] for p in answer.json()["data"]["projections"]}
         assert {"orders", "timeline"} <= names
 
+        # The banner comes once the projector has its partitions too: what a newcomer
+        # publishes after it shows up (the consumer group's join takes seconds).
+        deadline = time.monotonic() + 60
+        while "projector dev is running" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "Projector     consuming them" in log_path.read_text(), log_path.read_text()[-3000:]
+
         children = psutil.Process(proc.pid).children(recursive=True)
         kinds = {c.name() for c in children}
         assert "postgres" in kinds, kinds
