@@ -47,39 +47,54 @@ def notify_call(channel: str, tables: str) -> str:
 
 NOTIFY_SQL = f"SELECT {notify_call('$1', '$2')}"
 
-_MOVED = (
-    "WITH moved AS ("
-    " UPDATE projector_checkpoints c SET next_offset = u.nxt, updated_at = now()"
-    " FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS u(t, p, exp, nxt)"
-    " WHERE c.projection = $1 AND c.topic = u.t AND c.partition = u.p"
-    " AND c.next_offset = u.exp RETURNING 1)")
-_ADVANCE_SQL = f"{_MOVED} SELECT count(*) FROM moved"
-# The same with the change notification: one round trip for both. A fenced transaction
-# rolls back, and PostgreSQL sends a transaction's notifications only when it commits.
-_ADVANCE_NOTIFY_SQL = f"{_MOVED} SELECT count(*), {notify_call('$6', '$7')} FROM moved"
+# What projector_advance() (migration 0005) raises when a checkpoint is not the expected one.
+FENCED_SQLSTATE = "PJ409"
 
 
-async def advance(conn: asyncpg.Connection, projection: str,
-                  moves: Mapping[TP, tuple[int, int]],
-                  notify: tuple[str, Sequence[str]] | None = None) -> None:
-    """Compare-and-set ``{tp: (expected, next)}`` in one statement.
+def _literal(value: str) -> str:
+    """A SQL string literal of ``value`` (topic, projection and table names: no parameters
+    in the simple protocol that carries COMMIT in the same round trip)."""
+    quoted = "'" + value.replace("'", "''") + "'"
+    # E'' escapes backslashes whatever standard_conforming_strings says.
+    return "E" + quoted.replace("\\", "\\\\") if "\\" in value else quoted
 
-    ``notify``: (channel, changed tables), notified in the same statement
-    (see :func:`notify_call`). Raises FencedError (rolling back the
-    caller's transaction) when any partition's stored offset is not the
-    expected one.
+
+def _array(values: Sequence[str] | Sequence[int], sql_type: str) -> str:
+    items = ", ".join(_literal(v) if isinstance(v, str) else str(int(v)) for v in values)
+    return f"ARRAY[{items}]::{sql_type}[]"
+
+
+def commit_sql(projection: str, moves: Mapping[TP, tuple[int, int]],
+               notify: tuple[str, Sequence[str]] | None = None) -> str:
+    """The end of a batch's transaction, for the simple protocol: the compare-and-set of
+    ``{tp: (expected, next)}`` and the change notification (``notify``: channel, changed
+    tables), then COMMIT. One round trip; a moved checkpoint raises FENCED_SQLSTATE, and
+    PostgreSQL runs nothing after an error in such a string: the COMMIT with it."""
+    if moves:
+        keys = sorted(moves)
+        channel, tables = notify if notify else (None, ())
+        head = "SELECT projector_advance(" + ", ".join((
+            _literal(projection), _array([k[0] for k in keys], "text"), _array([k[1] for k in keys], "int"),
+            _array([moves[k][0] for k in keys], "bigint"), _array([moves[k][1] for k in keys], "bigint"),
+            "NULL" if channel is None else _literal(channel), _array(sorted(tables), "text"))) + "); "
+    elif notify:
+        head = f"SELECT {notify_call(_literal(notify[0]), _array(sorted(notify[1]), 'text'))}; "
+    else:
+        head = ""
+    return head + "COMMIT"
+
+
+async def advance_and_commit(conn: asyncpg.Connection, projection: str,
+                             moves: Mapping[TP, tuple[int, int]],
+                             notify: tuple[str, Sequence[str]] | None = None) -> None:
+    """Run :func:`commit_sql`: move the checkpoints, notify and commit, in one round trip.
+
+    Raises FencedError when any partition's stored offset is not the expected one;
+    the transaction is then aborted (the caller rolls it back).
     """
-    if not moves:
-        if notify:
-            await conn.execute(NOTIFY_SQL, notify[0], sorted(notify[1]))
-        return
-    keys = sorted(moves)
-    args: list[object] = [projection, [k[0] for k in keys], [k[1] for k in keys],
-                          [moves[k][0] for k in keys], [moves[k][1] for k in keys]]
-    if notify:
-        args += [notify[0], sorted(notify[1])]
-    updated = await conn.fetchval(_ADVANCE_NOTIFY_SQL if notify else _ADVANCE_SQL, *args)
-    if updated != len(keys):
-        raise FencedError(
-            f"projection {projection!r}: {len(keys) - int(updated)} of {len(keys)} checkpoints "
-            "moved under us (another instance owns those partitions now); re-seeking")
+    try:
+        await conn.execute(commit_sql(projection, moves, notify))
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == FENCED_SQLSTATE:
+            raise FencedError(str(exc)) from exc
+        raise

@@ -72,7 +72,7 @@ DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], E
 async def notify_changes(conn: asyncpg.Connection, tables: Iterable[str]) -> None:
     """NOTIFY ``projector_changes`` with the changed tables and the highest sequence this
     transaction drew: ``{"tables": [...], "seq": n}``, never row data (8,000-byte limit).
-    A batch's notification rides on its checkpoint statement instead (``checkpoints.advance``)."""
+    A batch's notification rides on its commit instead (``checkpoints.advance_and_commit``)."""
     await conn.execute(checkpoints.NOTIFY_SQL, NOTIFY_CHANNEL, sorted(tables))
 
 
@@ -671,24 +671,23 @@ class Engine:
                               extra={"topic": r.topic, "partition": r.partition,
                                      "offset": r.offset, "event_id": r.event_id,
                                      "reason": r.reason})
-            await checkpoints.advance(conn, name, {tp: (p.expected, p.next_offset)
-                                                   for tp, p in w.partitions.items()},
-                                      (NOTIFY_CHANNEL, sorted(changed))
-                                      if changed and not self.shadow else None)
             # In key order: two projections' transactions writing the same shared
             # entries then wait for each other in one order, never in a cycle.
             await dead_letters.write(conn, [letters[k] for k in sorted(letters)])
+            await checkpoints.advance_and_commit(
+                conn, name, {tp: (p.expected, p.next_offset) for tp, p in w.partitions.items()},
+                (NOTIFY_CHANNEL, sorted(changed)) if changed and not self.shadow else None)
         return applied, {k: d.reason for k, d in letters.items()}
 
     @contextlib.asynccontextmanager
-    async def _live_transaction(self, conn: asyncpg.Connection, projection: str,
-                                commit: bool = True) -> AsyncIterator[None]:
+    async def _live_transaction(self, conn: asyncpg.Connection, projection: str) -> AsyncIterator[None]:
         """A transaction holding the projection's live lock, shared with every other
         live batch (a rebuild's cut-over takes it exclusively to hold live writes while
         it swaps tables; a shadow engine takes none). BEGIN and the lock are one round
         trip, which asyncpg's transaction object cannot make: so savepoints inside are
-        :func:`_savepoint`'s. Committed at the end (rolled back if ``commit`` is false),
-        rolled back on any error."""
+        :func:`_savepoint`'s. The body commits (with its last statement:
+        :func:`checkpoints.advance_and_commit`); what it leaves open is rolled back, and
+        so is everything on an error."""
         begin = BATCH_BEGIN
         if not self.shadow:
             # An integer we computed: safe to inline (the simple protocol takes no parameters).
@@ -699,7 +698,8 @@ class Engine:
         except BaseException:
             await _undo(conn, "ROLLBACK")
             raise
-        await conn.execute("COMMIT" if commit else "ROLLBACK")
+        if conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
 
     async def _find_poison(self, w: ProjectionWork,
                            known: Mapping[PosKey, BaseException]) -> dict[PosKey, BaseException]:
@@ -707,8 +707,7 @@ class Engine:
         bisecting in savepoints in a transaction that is then rolled back."""
         events = [e for part in w.partitions.values() for e in part.events
                   if _pos(e) not in known]
-        async with self.pool.acquire() as conn, self._live_transaction(
-                conn, w.projection.name, commit=False):
+        async with self.pool.acquire() as conn, self._live_transaction(conn, w.projection.name):
             _, failed = await self._apply_isolating(conn, w.projection, events)
         return {_pos(pe): exc for pe, exc in failed}
 

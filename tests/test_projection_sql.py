@@ -27,7 +27,6 @@ from readmodels import (
     stored_totals,
 )
 
-from projector import checkpoints
 from projector.db import create_pool, migrate
 from projector.engine import BATCH_BEGIN
 from projector.events import EVENT_TYPES, TOPIC_OF, Event
@@ -227,7 +226,6 @@ async def test_a_batch_keeps_generic_plans_that_find_rows_by_key(conn: asyncpg.C
         "empty products": product_sales.delete_empty_sql("product_sales"),
         "empty days": daily_sales.delete_empty_sql("daily_sales"),
         "timeline": order_timeline._insert_sql("order_timeline"),
-        "checkpoints": checkpoints._ADVANCE_NOTIFY_SQL,
     }
 
     async def generic_plan(name: str) -> str:
