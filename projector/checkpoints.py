@@ -70,18 +70,16 @@ def commit_sql(projection: str, moves: Mapping[TP, tuple[int, int]],
     ``{tp: (expected, next)}`` and the change notification (``notify``: channel, changed
     tables), then COMMIT. One round trip; a moved checkpoint raises FENCED_SQLSTATE, and
     PostgreSQL runs nothing after an error in such a string: the COMMIT with it."""
+    statements = []
     if moves:
         keys = sorted(moves)
-        channel, tables = notify if notify else (None, ())
-        head = "SELECT projector_advance(" + ", ".join((
+        statements.append("SELECT projector_advance(" + ", ".join((
             _literal(projection), _array([k[0] for k in keys], "text"), _array([k[1] for k in keys], "int"),
-            _array([moves[k][0] for k in keys], "bigint"), _array([moves[k][1] for k in keys], "bigint"),
-            "NULL" if channel is None else _literal(channel), _array(sorted(tables), "text"))) + "); "
-    elif notify:
-        head = f"SELECT {notify_call(_literal(notify[0]), _array(sorted(notify[1]), 'text'))}; "
-    else:
-        head = ""
-    return head + "COMMIT"
+            _array([moves[k][0] for k in keys], "bigint"),
+            _array([moves[k][1] for k in keys], "bigint"))) + ")")
+    if notify:
+        statements.append(f"SELECT {notify_call(_literal(notify[0]), _array(sorted(notify[1]), 'text'))}")
+    return "; ".join([*statements, "COMMIT"])
 
 
 async def advance_and_commit(conn: asyncpg.Connection, projection: str,

@@ -1,9 +1,8 @@
--- A batch's last statement: the checkpoints' compare-and-set and the change notification,
--- sent with COMMIT in one round trip (projector.checkpoints.commit_sql). A mismatch raises
--- PJ409, which aborts the transaction: the COMMIT after it never runs.
+-- The checkpoints' compare-and-set of a batch, sent with the change notification and COMMIT
+-- in one round trip (projector.checkpoints.commit_sql). A moved checkpoint raises PJ409,
+-- which aborts the transaction: nothing after it in that round trip runs, COMMIT included.
 CREATE OR REPLACE FUNCTION projector_advance(
-    p_projection text, p_topics text[], p_partitions integer[], p_expected bigint[],
-    p_next bigint[], p_channel text, p_tables text[]
+    p_projection text, p_topics text[], p_partitions integer[], p_expected bigint[], p_next bigint[]
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     moved integer;
@@ -18,10 +17,6 @@ BEGIN
             'projection ''%s'': %s of %s checkpoints moved under us (another instance owns those '
             'partitions now); re-seeking', p_projection, cardinality(p_topics) - moved,
             cardinality(p_topics));
-    END IF;
-    IF p_channel IS NOT NULL THEN
-        PERFORM pg_notify(p_channel, json_build_object('tables', p_tables,
-                                                       'seq', currval('projector_updated_seq'))::text);
     END IF;
 END
 $$;
