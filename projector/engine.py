@@ -83,7 +83,7 @@ def live_lock_key(projection: str) -> int:
 
 
 async def _undo(conn: asyncpg.Connection, statement: str) -> None:
-    """Roll back on the way out of an error, if there is a transaction to roll back; a
+    """Roll back what is still open (after an error, or a body that did not commit); a
     broken connection fails here too, and the pool then discards it."""
     if not conn.is_closed() and conn.is_in_transaction():
         with contextlib.suppress(Exception):
@@ -695,11 +695,8 @@ class Engine:
         try:
             await conn.execute(begin)
             yield
-        except BaseException:
+        finally:
             await _undo(conn, "ROLLBACK")
-            raise
-        if conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
 
     async def _find_poison(self, w: ProjectionWork,
                            known: Mapping[PosKey, BaseException]) -> dict[PosKey, BaseException]:
