@@ -430,22 +430,39 @@ class Engine:
     async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]] | None:
         """What the consumer has, except from partitions the aligner holds enough of
         (None: that is all of them)."""
-        # Room for ~2 batches in all: a partition full of newer records waits
-        # while the others catch up with it.
-        self._aligner.cap = max(64, _ALIGN_BATCHES * self.settings.batch_max_events
-                                // max(1, len(consumer.assignment())))
-        full = self._aligner.full()
         timeout_ms = self.settings.poll_timeout_ms
-        # A fetch may bring far more than max_partition_fetch_bytes (a broker
-        # returns whole record batches): drain at most a partition's room at a
-        # time, so that no partition's buffer grows much past the cap.
-        max_records = min(self.settings.batch_max_events, self._aligner.cap)
-        if not full:
-            return dict(await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
-        wanted = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in full]
-        if not wanted:
-            return None
-        return dict(await consumer.getmany(*wanted, timeout_ms=timeout_ms, max_records=max_records))
+        while True:
+            # Room for ~2 batches in all: a partition full of newer records waits
+            # while the others catch up with it.
+            self._aligner.cap = max(64, _ALIGN_BATCHES * self.settings.batch_max_events
+                                    // max(1, len(consumer.assignment())))
+            self._room.clear()
+            full = self._aligner.full()
+            # A fetch may bring far more than max_partition_fetch_bytes (a broker
+            # returns whole record batches): drain at most a partition's room at a
+            # time, so that no partition's buffer grows much past the cap.
+            max_records = min(self.settings.batch_max_events, self._aligner.cap)
+            if not full:
+                return dict(await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+            wanted = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in full]
+            if not wanted:
+                return None
+            # Waiting on the partitions with room, until a batch is taken: then the full
+            # ones may have room too, and what was fetched for them must not wait for
+            # this wait's timeout (a partition caught up can hold it for all of it).
+            getter = asyncio.ensure_future(
+                consumer.getmany(*wanted, timeout_ms=timeout_ms, max_records=max_records))
+            room = asyncio.ensure_future(self._room.wait())
+            try:
+                await asyncio.wait({getter, room}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                room.cancel()
+            if getter.done():
+                return dict(getter.result())
+            # Cancelled while it waits: it has taken no record from the consumer yet.
+            getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
 
     async def _unfetched(self, consumer: AIOKafkaConsumer) -> tuple[list[TP], float]:
         """The partitions with records still to fetch (or whose end is not known yet),
