@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRa
 from aiokafka.structs import OffsetAndMetadata
 
 from projector import checkpoints, dead_letters
-from projector.align import Aligner
+from projector.align import MAX_WAIT_S, Aligner
 from projector.batch import Decoded, ProjectionWork, decode_one, decoded_batch, plan_work
 from projector.checkpoints import FROM_LOG_START, TP
 from projector.db import is_transient, physical_tables
@@ -356,7 +356,12 @@ class Engine:
         try:
             while not stopping.is_set():
                 waiter = asyncio.ensure_future(self._fetched.wait())
-                await asyncio.wait([waiter, fetching, stop], return_when=asyncio.FIRST_COMPLETED)
+                # Records held back waiting for other partitions go anyway after MAX_WAIT_S,
+                # even if no fetch returns meanwhile (the poll timeout may be longer).
+                patience = (max(0.0, MAX_WAIT_S - (time.monotonic() - self._last_take)) + 0.01
+                            if len(self._aligner) else None)
+                await asyncio.wait([waiter, fetching, stop], timeout=patience,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 if stopping.is_set():
                     return

@@ -442,3 +442,26 @@ async def test_an_orders_events_on_several_topics_share_a_batch(
             await assert_tables_match(conn, valid_events(records))
     finally:
         await pool.close()
+
+
+async def test_a_backlog_keeps_moving_while_caught_up_partitions_hold_a_long_poll(
+    pg_dsn: str, kafka_bootstrap: str, topics: tuple[str, ...]
+) -> None:
+    # While the aligner holds enough of some partitions, the fetch routine waits on the
+    # others, which may have nothing left (caught up) and so hold that wait for the whole
+    # poll timeout. Once a batch is taken the full partitions have room again: their
+    # records must be drained then, not after the timeout (60 s here, longer than this
+    # test waits), or a backlog moves two batches per poll timeout.
+    records = simulate(topics, orders=600, seed=11)
+    await send(records, kafka_bootstrap)
+    pool = await migrated_pool(pg_dsn)
+    try:
+        settings = settings_for(pg_dsn, kafka_bootstrap, topics, batch_max_events=100,
+                                poll_timeout_ms=60_000)
+        engine = Engine(settings, pool, ALL, group_id=None)
+        async with running(engine):
+            await wait_caught_up(engine, PARTITIONS, timeout_s=45)
+        async with pool.acquire() as conn:
+            await assert_tables_match(conn, valid_events(records))
+    finally:
+        await pool.close()

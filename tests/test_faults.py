@@ -85,12 +85,16 @@ async def test_kill_9_at_random_moments_then_sigterm_loses_and_doubles_nothing(
         await migrate(conn, ALL)
     try:
         async with pool.acquire() as conn:
+            total = sum(target.values())
             for _ in range(4):
                 before = sum((await _progress(conn)).values())
                 proc = _start(env, log_path)
-                # Kill it while it is working: after it committed something new.
-                await _wait_for(conn, lambda p, b=before: sum(p.values()) > b, 120, proc, log_path)
-                await asyncio.sleep(rng.uniform(0.0, 1.5))
+                # Kill it while it is working, at a random point of the run: once it has
+                # committed 2-8% more of it (in progress, not time: however fast it runs,
+                # four kills leave the run unfinished), and a moment later.
+                goal = before + rng.uniform(0.02, 0.08) * total
+                await _wait_for(conn, lambda p, g=goal: sum(p.values()) > g, 120, proc, log_path)
+                await asyncio.sleep(rng.uniform(0.0, 0.2))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
             progress = await _progress(conn)
