@@ -7,6 +7,7 @@ checkpoints differ (one paused, one rebuilt) share one consumer.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,21 +22,19 @@ DecodeFn = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], E
 
 @dataclass(slots=True)
 class Decoded:
-    """A batch after decoding: per partition, (offset, Positioned | DeadLetter | str).
-
-    A str is the type of an event no projection knows: skipped, and counted
-    once a projection moves past it.
+    """A batch after decoding: per partition, in offset order, the entries
+    ``(timestamp, record, item)`` the aligner held, where ``item`` is a
+    Positioned, a DeadLetter, or a str: the type of an event no projection
+    knows (skipped, and counted once a projection moves past it).
     """
 
-    by_tp: dict[TP, list[tuple[int, Positioned | DeadLetter | str]]]
-    raw: dict[TP, list[Any]]
-    """The ConsumerRecords, per partition, in offset order."""
+    by_tp: Mapping[TP, Sequence[tuple[Any, ...]]]
 
     def record(self, topic: str, partition: int, offset: int) -> Any:
         """The ConsumerRecord at ``offset`` (looked up for the rare event that failed)."""
-        for rec in self.raw[(topic, partition)]:
-            if rec.offset == offset:
-                return rec
+        for entry in self.by_tp[(topic, partition)]:
+            if entry[1].offset == offset:
+                return entry[1]
         raise KeyError((topic, partition, offset))
 
 
@@ -74,8 +73,22 @@ def decode_one(topic: str, partition: int, rec: Any, decode: DecodeFn) -> Item:
 
 def decoded_batch(taken: Mapping[TP, Sequence[tuple[Any, ...]]]) -> Decoded:
     """A batch of records decoded beforehand: per partition, ``(timestamp, record, item)``."""
-    return Decoded(by_tp={tp: [(e[1].offset, e[2]) for e in entries] for tp, entries in taken.items()},
-                   raw={tp: [e[1] for e in entries] for tp, entries in taken.items()})
+    return Decoded(by_tp=taken)
+
+
+@dataclass(slots=True)
+class _Sorted:
+    """One partition's part of a batch, sorted once for every projection."""
+
+    offsets: list[int]
+    events: list[Positioned]
+    pure: bool  # every item is an event (no rejection, no unknown type)
+
+
+def _sort(entries: Sequence[tuple[Any, ...]]) -> _Sorted:
+    items = [e[2] for e in entries]
+    events = [x for x in items if type(x) is Positioned]
+    return _Sorted([e[1].offset for e in entries], events, len(events) == len(items))
 
 
 def plan_work(projections: Sequence[Projection], positions: Mapping[str, Mapping[TP, int]],
@@ -87,25 +100,34 @@ def plan_work(projections: Sequence[Projection], positions: Mapping[str, Mapping
     """
     work: list[ProjectionWork] = []
     unknown: dict[TP, dict[int, str]] = {}
+    sorted_: dict[TP, _Sorted] = {}
     for p in projections:
         pos = positions.get(p.name, {})
         parts: dict[TP, PartitionWork] = {}
-        for tp, items in decoded.by_tp.items():
-            if tp not in pos or not items:
+        for tp, entries in decoded.by_tp.items():
+            if tp not in pos or not entries:
                 continue  # not ours (any more), or paused
+            part = sorted_.get(tp)
+            if part is None:
+                part = sorted_[tp] = _sort(entries)
             expected = pos[tp]
             start = 0 if expected == FROM_LOG_START else expected
-            mine = [(o, x) for o, x in items if o >= start]
-            if not mine:
+            if part.offsets[-1] < start:
                 continue
-            pw = PartitionWork(expected, mine[-1][0] + 1)
-            for offset, x in mine:
-                if isinstance(x, Positioned):
-                    pw.events.append(x)
-                elif isinstance(x, DeadLetter):
-                    pw.rejected.append(x)
-                else:
-                    unknown.setdefault(tp, {})[offset] = x
+            pw = PartitionWork(expected, part.offsets[-1] + 1)
+            if part.pure and part.offsets[0] >= start:
+                # The common case: the whole partition, events only. One list shared by
+                # the projections, which only read it.
+                pw.events = part.events
+            else:
+                for entry in entries[bisect_left(part.offsets, start):]:
+                    x = entry[2]
+                    if isinstance(x, Positioned):
+                        pw.events.append(x)
+                    elif isinstance(x, DeadLetter):
+                        pw.rejected.append(x)
+                    else:
+                        unknown.setdefault(tp, {})[entry[1].offset] = x
             parts[tp] = pw
         if parts:
             work.append(ProjectionWork(p, parts))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,8 @@ _ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as ful
 # while a table was empty cannot scan it once it has grown; every statement of a batch
 # finds its rows by key. Both settings end with the transaction.
 BATCH_BEGIN = "BEGIN; SET LOCAL plan_cache_mode = auto; SET LOCAL enable_seqscan = off"
+
+_occurred_at = operator.attrgetter("event.occurred_at")
 
 PosKey = tuple[str, int, int]
 """An event's log position: (topic, partition, offset)."""
@@ -543,7 +546,7 @@ class Engine:
                 self.positions[name][tp] = part.next_offset
                 self.applied_by[name] += len(part.events)
                 if part.events:
-                    newest = max(e.event.occurred_at for e in part.events)
+                    newest = max(map(_occurred_at, part.events))
                     if name not in self.last_event_at or newest > self.last_event_at[name]:
                         self.last_event_at[name] = newest
             self.events_applied += applied
@@ -600,8 +603,8 @@ class Engine:
                 for pe in part.events:
                     key = (w.projection.name, pe.event.event_type)
                     applied[key] = applied.get(key, 0) + 1
-        for items in decoded.by_tp.values():
-            times += [x.event.occurred_at for _, x in items if isinstance(x, Positioned)]
+        for entries in decoded.by_tp.values():
+            times += [e[2].event.occurred_at for e in entries if isinstance(e[2], Positioned)]
         self.metrics.batch_committed(records, elapsed, applied, letters, unknown,
                                      times, datetime.now(UTC))
 

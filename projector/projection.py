@@ -9,15 +9,18 @@ writes on the connection it is handed, inside that transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from projector.events import Event
 
 
-@dataclass(frozen=True, slots=True)
-class Positioned:
-    """An event with the log position it was read from."""
+class Positioned(NamedTuple):
+    """An event with the log position it was read from.
+
+    A NamedTuple rather than a frozen dataclass: made for every record, and a tuple
+    is built in one call where a frozen dataclass sets each field through
+    ``object.__setattr__``.
+    """
 
     event: Event
     topic: str
