@@ -383,6 +383,9 @@ class Engine:
                         entries = self._aligner.take(batch_max, horizon)
                         self._room.set()
                         await self._process(consumer, entries, stopping)
+                        # Freed now, not when the next batch is taken: the peak holds
+                        # one batch less (a batch is the bulk of the projector's memory).
+                        del entries
                         self._last_take = time.monotonic()
                 # Outside the lock: a commit can wait on a rebalance, whose revoke
                 # callback waits for this lock.

@@ -125,7 +125,7 @@ class Settings:
     api_port: int = 8000
     log_level: str = "INFO"
     log_format: str = "text"
-    batch_max_events: int = 5000
+    batch_max_events: int = 7_500
     poll_timeout_ms: int = 200
     # How long the broker may hold a fetch that finds nothing new. Apache Kafka
     # answers a held fetch when data arrives; the embedded broker re-reads at
