@@ -61,13 +61,13 @@ def decode_one(topic: str, partition: int, rec: Any, decode: DecodeFn) -> Item:
     Unknown event types are skipped and counted, since a shared topic may
     carry other teams' types.
     """
-    headers = list(rec.headers or ())
+    headers = rec.headers or ()
     result = decode(rec.value, rec.key, headers)
     if isinstance(result, Event):
         return Positioned(result, topic, partition, rec.offset)
     if result.reason is RejectReason.UNKNOWN_EVENT_TYPE:
         return result.event_type or "?"
-    return DeadLetter(ALL_PROJECTIONS, topic, partition, rec.offset, rec.key, rec.value, headers,
+    return DeadLetter(ALL_PROJECTIONS, topic, partition, rec.offset, rec.key, rec.value, list(headers),
                       result.reason.value, result.detail, None, result.event_type)
 
 

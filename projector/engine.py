@@ -152,8 +152,8 @@ class Engine:
         self.topics = tuple(topics or settings.topics)
         self.group_id = settings.group_id if group_id == "" else group_id
         if decode is None:
-            from projector.contracts import decode as default_decode
-            decode = default_decode
+            from projector.contracts import default_decoder
+            decode = default_decoder().decode  # the method itself: one call less a record
         self.decode = decode
         self.client_id = client_id
         self.metrics = metrics
@@ -543,13 +543,17 @@ class Engine:
                               [(key[0], reason) for key, reason in letters], unknown, n_records,
                               elapsed)
             self.batches_committed += 1
+        newest_of: dict[int, datetime] = {}
         for w, (applied, _) in committed:
             name = w.projection.name
             for tp, part in w.partitions.items():
                 self.positions[name][tp] = part.next_offset
                 self.applied_by[name] += len(part.events)
                 if part.events:
-                    newest = max(map(_occurred_at, part.events))
+                    # Projections at the same checkpoint share a partition's list of events.
+                    newest = newest_of.get(id(part.events))
+                    if newest is None:
+                        newest = newest_of[id(part.events)] = max(map(_occurred_at, part.events))
                     if name not in self.last_event_at or newest > self.last_event_at[name]:
                         self.last_event_at[name] = newest
             self.events_applied += applied
