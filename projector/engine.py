@@ -420,8 +420,7 @@ class Engine:
                 log.warning("fetch failed (%s); the consumer retries by itself", exc)
                 await asyncio.sleep(0.5)
                 continue
-            if fetched is None:  # every partition's buffer is full
-                self._room.clear()
+            if fetched is None:  # every partition's buffer is full (_fetch cleared _room)
                 self._fetched.set()
                 await self._room.wait()
                 continue
