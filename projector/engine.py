@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import operator
 import time
@@ -665,7 +666,7 @@ class Engine:
         name = w.projection.name
         letters: dict[LetterKey, dead_letters.DeadLetter] = {}
         async with self.pool.acquire() as conn, self._live_transaction(conn, name):
-            events = [e for part in w.partitions.values() for e in part.events]
+            events = list(itertools.chain.from_iterable(p.events for p in w.partitions.values()))
             failed: list[tuple[Positioned, BaseException]] = []
             if poison:
                 failed = [(e, poison[_pos(e)]) for e in events if _pos(e) in poison]

@@ -71,16 +71,15 @@ class TimelineProjection:
 
         Returns ``{"order_timeline"}`` if any row was inserted, else an empty set.
         """
-        first: dict[str, Positioned] = {}
-        for p in batch:
-            first.setdefault(p.event.event_id, p)
+        # A duplicate keeps its first position: read backwards, the first one is set last.
+        first = {p.event.event_id: p for p in reversed(batch)}
         if not first:
             return set()
         rows = []
         for event_id in sorted(first):  # key order, as every writer here locks keys
-            p = first[event_id]
-            e = p.event
-            rows.append((event_id, e.order_id, e.event_type, e.occurred_at, p.topic, p.partition, p.offset))
+            event, topic, partition, offset = first[event_id]
+            rows.append((event_id, event.order_id, event.event_type, event.occurred_at, topic,
+                         partition, offset))
         status = await conn.execute(_insert_sql(physical[TABLE]), _rows.param(rows))
         # Command tag "INSERT 0 <rows>".
         return {TABLE} if int(status.rsplit(" ", 1)[-1]) > 0 else set()
