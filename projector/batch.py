@@ -71,11 +71,6 @@ def decode_one(topic: str, partition: int, rec: Any, decode: DecodeFn) -> Item:
                       result.reason.value, result.detail, None, result.event_type)
 
 
-def decoded_batch(taken: Mapping[TP, Sequence[tuple[Any, ...]]]) -> Decoded:
-    """A batch of records decoded beforehand: per partition, ``(timestamp, record, item)``."""
-    return Decoded(by_tp=taken)
-
-
 @dataclass(slots=True)
 class _Sorted:
     """One partition's part of a batch, sorted once for every projection."""

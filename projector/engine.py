@@ -27,7 +27,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from projector import checkpoints, dead_letters
 from projector.align import MAX_WAIT_S, Aligner
-from projector.batch import Decoded, ProjectionWork, decode_one, decoded_batch, plan_work
+from projector.batch import Decoded, ProjectionWork, decode_one, plan_work
 from projector.checkpoints import FROM_LOG_START, TP
 from projector.db import is_transient, physical_tables
 from projector.errors import FencedError, LogTruncatedError
@@ -516,7 +516,7 @@ class Engine:
         records = self._without_jumps(consumer, entries, active)
         if not records:
             return
-        decoded = decoded_batch(records)
+        decoded = Decoded(records)
         work, unknown = plan_work(active, self.positions, decoded)
         if not work:
             return

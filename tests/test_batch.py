@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from projector.batch import decode_one, decoded_batch, plan_work
+from projector.batch import Decoded, decode_one, plan_work
 from projector.checkpoints import FROM_LOG_START
 from projector.dead_letters import ALL_PROJECTIONS, DeadLetter
 from projector.events import Event, Rejection, RejectReason
@@ -45,7 +45,7 @@ def _batch(values: Mapping[tuple[str, int], list[bytes]], first: int = 10) -> An
     for tp, vs in values.items():
         recs = [_record(tp, first + i, v) for i, v in enumerate(vs)]
         taken[tp] = [(r.timestamp, r, decode_one(tp[0], tp[1], r, _decode)) for r in recs]
-    return decoded_batch(taken)
+    return Decoded(taken)
 
 
 def test_decode_one_makes_an_event_a_dead_letter_or_an_unknown_type() -> None:
