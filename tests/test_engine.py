@@ -157,6 +157,7 @@ class _Flaky(TimelineProjection):
     """The timeline, failing transiently on its first batches (a lost connection, say)."""
 
     def __init__(self, failures: int) -> None:
+        super().__init__()
         self.failures = failures
 
     async def apply(self, conn: Any, batch: Sequence[Positioned],

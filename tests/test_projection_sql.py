@@ -226,6 +226,7 @@ async def test_a_batch_keeps_generic_plans_that_find_rows_by_key(conn: asyncpg.C
         "empty products": product_sales.delete_empty_sql("product_sales"),
         "empty days": daily_sales.delete_empty_sql("daily_sales"),
         "timeline": order_timeline._insert_sql("order_timeline"),
+        "timeline probe": order_timeline._insert_sql("order_timeline", probe=True),
     }
 
     async def generic_plan(name: str) -> str:
@@ -350,6 +351,48 @@ async def test_apply_returns_the_tables_it_changed(conn: asyncpg.Connection) -> 
         assert await orders.apply(conn, [], LOGICAL) == set()
     row = await conn.fetchrow('SELECT topic, "partition", "offset" FROM order_timeline')
     assert tuple(row.values()) == ("t", 0, 1)  # the first position applied stays
+
+
+class Recording:
+    """A real connection that notes the statements sent through ``execute``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn, self.sent = conn, []
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        self.sent.append(sql)
+        return await self.conn.execute(sql, *args)
+
+
+async def test_the_timeline_probes_recent_duplicates_and_lets_the_key_catch_older_ones(
+    conn: asyncpg.Connection,
+) -> None:
+    await create_tables(conn)
+    timeline = TimelineProjection()
+    events = [Event(f"e{n}", "InventoryReserved", f"o{n}", T0 + timedelta(seconds=n), {}) for n in range(6)]
+    plain, fallback = order_timeline._insert_sql("order_timeline", probe=True), order_timeline._insert_sql(
+        "order_timeline")
+
+    async def run(batch: list[tuple[int, int]]) -> tuple[set[str], list[str]]:
+        recording = Recording(conn)
+        await conn.execute(BATCH_BEGIN)  # as the engine begins a batch
+        changed = await timeline.apply(recording, [Positioned(events[n], "t", 0, o) for n, o in batch],
+                                       LOGICAL)
+        await conn.execute("COMMIT")
+        return changed, [s for s in recording.sent if s.startswith("INSERT")]
+
+    assert await run([(0, 0), (1, 1)]) == ({"order_timeline"}, [plain])
+    # A duplicate of the last batch's event: probed, skipped, in the one statement.
+    assert await run([(1, 7), (2, 2)]) == ({"order_timeline"}, [plain])
+    assert await run([(1, 8)]) == (set(), [plain])
+    await run([(3, 3)])
+    await run([(4, 4)])
+    # e0 is older than the last two batches: the key refuses the plain insert, which
+    # runs again with ON CONFLICT, in the same transaction.
+    assert await run([(0, 9), (5, 5)]) == ({"order_timeline"}, [plain, fallback])
+    assert await run([(0, 10)]) == (set(), [plain])  # recent again: probed
+    rows = await conn.fetch('SELECT event_id, "offset" FROM order_timeline ORDER BY event_id')
+    assert [(r["event_id"], r["offset"]) for r in rows] == [(f"e{n}", n) for n in range(6)]
 
 
 async def test_concurrent_instances_creating_the_same_order(pg_dsn: str, conn: asyncpg.Connection) -> None:

@@ -1,15 +1,27 @@
 """The ``order_timeline`` read model: one row per applied event, and its projection.
 
-Rows are keyed by ``event_id``: a duplicate delivery is ignored (``ON CONFLICT
-DO NOTHING``), so the row keeps the log position (topic, partition, offset) it
-was first applied from.
+Rows are keyed by ``event_id``: a duplicate delivery is ignored, so the row
+keeps the log position (topic, partition, offset) it was first applied from.
+
+``ON CONFLICT DO NOTHING`` would say so in one statement, but its speculative
+insertion costs a third of the insert (6.7 against 10.1 µs a row, 360,000 rows
+in place). Duplicates are few and come soon after their original, so the
+insert is a plain one: the events this projection saw in its last two batches
+are probed first (``NOT EXISTS``), the others go straight in, and should one
+be in the table after all (an older duplicate, a concurrent writer), the unique
+key refuses the statement and it runs again, in full, with ``ON CONFLICT``. The
+memory of recent events only chooses the cheaper statement: the table's key
+decides, whatever it holds.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import asyncpg
 
 from projector.projection import Positioned
 from projector.projections import _rows
@@ -42,15 +54,24 @@ def ddl(table: str) -> list[str]:
     ]
 
 
+_RECENT_BATCHES = 2  # whose event ids are probed before the insert
+_SAVEPOINT = "timeline_insert"
+
+
 @functools.lru_cache(maxsize=64)
-def _insert_sql(table: str) -> str:
+def _insert_sql(table: str, probe: bool = False) -> str:
+    """Insert rows ``[event_id, ..., offset(, 1)]``; ``probe``: a plain insert that skips
+    rows already in the table if they carry an eighth element, else ON CONFLICT DO NOTHING."""
+    t = quote_ident(table)
     values = ", ".join(_rows.fields(("text", "text", "text", "timestamptz", "text", "int4", "int8")))
-    return (
-        f'INSERT INTO {quote_ident(table)} (event_id, order_id, event_type, occurred_at, topic, '
-        '"partition", "offset", updated_seq) '
-        f"SELECT {values}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
-        "ON CONFLICT (event_id) DO NOTHING"
+    head = (
+        f'INSERT INTO {t} (event_id, order_id, event_type, occurred_at, topic, "partition", "offset", '
+        f"updated_seq) SELECT {values}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
     )
+    if probe:
+        # OR evaluates the subquery only for the rows that carry the mark.
+        return head + f"WHERE r->7 IS NULL OR NOT EXISTS (SELECT 1 FROM {t} AS x WHERE x.event_id = r->>0)"
+    return head + "ON CONFLICT (event_id) DO NOTHING"
 
 
 class TimelineProjection:
@@ -59,6 +80,10 @@ class TimelineProjection:
     name: str = "timeline"
     version: int = 1
     tables: tuple[str, ...] = (TABLE,)
+
+    def __init__(self) -> None:
+        # (physical table, event ids of each of its last batches): a hint, see the module docstring.
+        self._recent: tuple[str, collections.deque[set[str]]] = ("", collections.deque())
 
     def ddl(self, physical: Mapping[str, str]) -> list[str]:
         """CREATE statements for the physical name of ``order_timeline``."""
@@ -75,11 +100,28 @@ class TimelineProjection:
         first = {p.event.event_id: p for p in reversed(batch)}
         if not first:
             return set()
-        rows = []
+        table = physical[TABLE]
+        if self._recent[0] != table:
+            self._recent = (table, collections.deque(maxlen=_RECENT_BATCHES))
+        recent = self._recent[1]
+        seen = set().union(*(ids.intersection(first) for ids in recent))
+        rows: list[tuple[Any, ...]] = []
         for event_id in sorted(first):  # key order, as every writer here locks keys
             event, topic, partition, offset = first[event_id]
-            rows.append((event_id, event.order_id, event.event_type, event.occurred_at, topic,
-                         partition, offset))
-        status = await conn.execute(_insert_sql(physical[TABLE]), _rows.param(rows))
+            row: tuple[Any, ...] = (event_id, event.order_id, event.event_type, event.occurred_at, topic,
+                                    partition, offset)
+            if event_id in seen:
+                row += (1,)
+            rows.append(row)
+        recent.append(set(first))
+        param = _rows.param(rows)
+        # The batch's transaction was begun in SQL (asyncpg's nested transaction() refuses
+        # it): a savepoint of our own, never released, costs one round trip.
+        await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            status = await conn.execute(_insert_sql(table, probe=True), param)
+        except asyncpg.UniqueViolationError:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            status = await conn.execute(_insert_sql(table), param)  # the mark is ignored
         # Command tag "INSERT 0 <rows>".
         return {TABLE} if int(status.rsplit(" ", 1)[-1]) > 0 else set()
