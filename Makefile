@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NATIVE := $(VENV)/.native
 
-.PHONY: dev test lint bench install clean
+.PHONY: dev test lint bench install native clean-native clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -16,18 +17,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-dev: $(STAMP)
+# The hot modules compiled with mypyc (projector/native.py); without a C compiler
+# they run as Python. Built again whenever a source of the package changes.
+$(NATIVE): $(STAMP) $(wildcard projector/*.py projector/projections/*.py)
+	@$(BIN)/python projector/native.py
+	@touch $(NATIVE)
+
+native: $(NATIVE)
+
+clean-native:
+	$(BIN)/python projector/native.py --clean
+	@rm -f $(NATIVE)
+
+dev: $(NATIVE)
 	$(BIN)/projector dev $(ARGS)
 
-test: $(STAMP)
+test: $(NATIVE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check projector api tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(NATIVE)
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .projector .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .projector .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	find projector -name '*.so' -delete

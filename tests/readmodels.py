@@ -15,7 +15,7 @@ import orjson
 from projector.events import Event
 from projector.projections import ALL, order_store
 from projector.projections.order_summary import OrderRow, fold_all, items_json
-from projector.projections.orders import totals
+from projector.projections.orders_plan import totals
 
 LOGICAL = {t: t for p in ALL for t in p.tables}
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from projector.events import EVENT_TYPES, Event
 from projector.projections import customer_summary
 from projector.projections.order_summary import OrderRow, fold, fold_all
-from projector.projections.orders import OrdersPlan, Totals, plan, totals
+from projector.projections.orders_plan import OrdersPlan, Totals, plan, totals
 
 D = Decimal
 # Two minutes before midnight: a few minutes of spread move orders across days.

@@ -22,7 +22,7 @@ from projector.projections.order_summary import (
     fold,
     fold_all,
 )
-from projector.projections.orders import plan, totals
+from projector.projections.orders_plan import plan, totals
 
 D = Decimal
 T0 = datetime(2024, 3, 1, 23, 0, tzinfo=UTC)
