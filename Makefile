@@ -19,7 +19,7 @@ install: $(STAMP)
 
 # The hot modules compiled with mypyc (projector/native.py); without a C compiler
 # they run as Python. Built again whenever a source of the package changes.
-$(NATIVE): $(STAMP) $(wildcard projector/*.py projector/projections/*.py)
+$(NATIVE): $(STAMP) $(wildcard projector/*.py projector/*/*.py)
 	@$(BIN)/python projector/native.py
 	@touch $(NATIVE)
 

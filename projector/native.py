@@ -25,10 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = (
     "projector/align.py",
     "projector/batch.py",
+    "projector/contracts/checks.py",
     "projector/projections/_rows.py",
+    "projector/projections/customer_summary.py",
+    "projector/projections/daily_sales.py",
     "projector/projections/order_store.py",
     "projector/projections/order_summary.py",
     "projector/projections/orders_plan.py",
+    "projector/projections/product_sales.py",
     "projector/projections/row_cache.py",
 )
 # The shared library of the group, inside the package (an editable install finds
