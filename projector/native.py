@@ -26,6 +26,8 @@ MODULES = (
     "projector/align.py",
     "projector/batch.py",
     "projector/contracts/checks.py",
+    "projector/contracts/decoder.py",
+    "projector/contracts/finishing.py",
     "projector/projections/_rows.py",
     "projector/projections/customer_summary.py",
     "projector/projections/daily_sales.py",
@@ -41,29 +43,21 @@ GROUP = "projector.native"
 LOG = ROOT / "build" / "native.log"
 
 
-def _compiled(source: Path) -> list[Path]:
-    return sorted(source.parent.glob(source.stem + ".cpython-*.so"))
+def check(package: Path = ROOT / "projector") -> None:
+    """Raise ImportError if a compiled module under ``package`` is older than its source."""
+    for lib in package.rglob("*.cpython-*.so"):
+        source = lib.with_name(lib.name.split(".", 1)[0] + ".py")
+        if source.exists() and lib.stat().st_mtime < source.stat().st_mtime:
+            raise ImportError(
+                f"{lib.relative_to(package.parent)} is older than {source.relative_to(package.parent)}: "
+                "it would run the old code. Run `make native` to compile it again, or "
+                "`make clean-native` to run the modules as Python."
+            )
 
 
-def check(root: Path = ROOT, modules: tuple[str, ...] = MODULES) -> None:
-    """Raise ImportError if a compiled module is older than its source."""
-    for module in modules:
-        source = root / module
-        for lib in _compiled(source):
-            if source.exists() and lib.stat().st_mtime < source.stat().st_mtime:
-                raise ImportError(
-                    f"{lib.relative_to(root)} is older than {module}: it would run the old code. "
-                    "Run `make native` to compile it again, or `make clean-native` to run "
-                    "the modules as Python."
-                )
-
-
-def clean() -> None:
-    """Remove the compiled modules and the group's library."""
-    for module in MODULES:
-        for lib in _compiled(ROOT / module):
-            lib.unlink()
-    for lib in (ROOT / "projector").glob("native__mypyc.cpython-*.so"):
+def clean(package: Path = ROOT / "projector") -> None:
+    """Remove every compiled module under ``package`` (a module dropped from the list too)."""
+    for lib in package.rglob("*.cpython-*.so"):
         lib.unlink()
 
 
