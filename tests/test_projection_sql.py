@@ -36,6 +36,7 @@ from projector.projections import (
     customer_summary,
     daily_sales,
     order_store,
+    order_summary,
     order_timeline,
     orders,
     product_sales,
@@ -208,7 +209,7 @@ async def test_the_order_write_finds_stored_rows_through_the_key(conn: asyncpg.C
     await conn.execute("SET plan_cache_mode = force_generic_plan")
     await conn.execute("PREPARE write_orders AS " + order_store._write_sql("order_summary"))
     plan = "\n".join(r[0] for r in await conn.fetch(
-        "EXPLAIN EXECUTE write_orders('[]', '[]', '{}')"))
+        "EXPLAIN EXECUTE write_orders('[]', '{}')"))
     assert "Seq Scan on order_summary" not in plan, plan
     assert "order_summary_pkey" in plan, plan
 
@@ -460,6 +461,42 @@ async def test_concurrent_instances_updating_the_same_order(pg_dsn: str, conn: a
     await assert_tables_match(conn, [first_event, paid, refund])
     # The refund came after the payment was known: it refunds the whole paid amount.
     assert (await stored_orders(conn))["upd"][order_store.VISIBLE.index("refunded_amount")] == D("6")
+
+
+async def test_two_writers_lock_order_rows_in_one_key_order(pg_dsn: str, conn: asyncpg.Connection) -> None:
+    """A write updates the rows it holds a version of and inserts those it assumes new (its
+    batch brought their OrderPlaced). Two writers must lock all of them in one key order,
+    or each can wait on the other: a deadlock (seen between two instances)."""
+    await create_tables(conn)
+    await apply(conn, [Positioned(placed(f"p{n}", f"X{n}", T0, "c", "s", 1, D("1"), D("1")), "t", 0, n)
+                       for n in (1, 3)])
+    stored = await order_store.load(conn, "order_summary", ["X1", "X3"])
+    paid = {o: order_summary.fold_all(stored[o], [Event(f"pay-{o}", "PaymentSucceeded", o, T0, {})])
+            for o in ("X1", "X3")}
+    other = await asyncpg.connect(pg_dsn)
+    try:
+        theirs = other.transaction()
+        await theirs.start()
+        # They update X1 ...
+        assert await order_store.write(
+            other, "order_summary", [paid["X1"]], {"X1": order_store.fingerprint(stored["X1"])}) == []
+
+        async def ours() -> list[str]:  # ... we update X3 and take X1 for new: X1 waits on them
+            async with conn.transaction():
+                return await order_store.write(
+                    conn, "order_summary", [paid["X1"], paid["X3"]],
+                    {"X3": order_store.fingerprint(stored["X3"])})
+
+        task = asyncio.create_task(ours())
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        # ... and they take X3 for new: it must not wait on us (we hold nothing above X1 yet).
+        lost = await asyncio.wait_for(order_store.write(other, "order_summary", [paid["X3"]], {}), 10)
+        assert lost == ["X3"]
+        await theirs.commit()
+        assert await asyncio.wait_for(task, 10) == ["X1"]  # theirs since: reloaded by the projection
+    finally:
+        await other.close()
 
 
 async def test_stale_cached_rows_are_caught(conn: asyncpg.Connection) -> None:

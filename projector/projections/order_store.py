@@ -255,26 +255,19 @@ def _load_sql(table: str, lock: bool) -> str:
 def _write_sql(table: str) -> str:
     t = quote_ident(table)
     values = _rows.fields([ctype.split(" ")[0] for _, ctype in _COLUMN_TYPES])
-    sets = ", ".join(f"{c} = {v}" for c, v in zip(COLUMNS[1:], values[1:], strict=True))
-    expected_at = len(COLUMNS)  # the fingerprint follows the columns in an update's array
-    # $1: rows the table holds, each with the event_ids it was folded from (compare-and-set;
-    # a failed comparison leaves the row alone). $2: new rows; a row inserted meanwhile by
-    # another transaction is left alone. Returns the order ids written, as one array: the
-    # others are lost, to be reloaded and folded again. $3: the updated rows' order ids, so the
-    # planner finds them through the primary key: it guesses 100 rows for
-    # jsonb_array_elements and, joining on that alone, chose a seq scan and hash join
-    # while the table was small, and kept that cached plan as the table grew (12 ms for
-    # 80 rows of a 16,000-row table).
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+    # $1: the rows, in key order; $2: {order_id: the event_ids the row was folded from} for
+    # the rows the table holds (compare-and-set). One upsert, so that every writer locks
+    # order rows in one key order: an UPDATE of the rows held then an INSERT of the new ones
+    # locked in two, and two writers could each wait on the other (a deadlock). ON CONFLICT
+    # locks the row even where the comparison fails: a row absent from $2 (taken for new)
+    # or changed meanwhile is left alone and not returned, so it is lost, to be reloaded.
     return (
-        f"WITH updated AS (UPDATE {t} AS o SET {sets}, updated_seq = nextval('{UPDATED_SEQ}') "
-        "FROM jsonb_array_elements($1::jsonb) AS r "
-        f"WHERE o.order_id = ANY($3::text[]) AND o.order_id = r->>0 "
-        f"AND o.event_ids = (r->>{expected_at})::text[] RETURNING o.order_id), "
-        f"inserted AS (INSERT INTO {t} ({', '.join(COLUMNS)}, updated_seq) "
-        f"SELECT {', '.join(values)}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($2::jsonb) AS r "
-        "ON CONFLICT (order_id) DO NOTHING RETURNING order_id) "
-        "SELECT array_agg(order_id) FROM (SELECT order_id FROM updated UNION ALL "
-        "SELECT order_id FROM inserted) AS written"
+        f"WITH written AS (INSERT INTO {t} AS o ({', '.join(COLUMNS)}, updated_seq) "
+        f"SELECT {', '.join(values)}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
+        f"ON CONFLICT (order_id) DO UPDATE SET {sets}, updated_seq = EXCLUDED.updated_seq "
+        "WHERE o.event_ids = ($2::jsonb ->> EXCLUDED.order_id)::text[] RETURNING o.order_id) "
+        "SELECT array_agg(order_id) FROM written"
     )
 
 
@@ -310,19 +303,9 @@ async def write(
     if not rows:
         return []
     encoded = [(row, record(row)) for row in rows]
-    updates: list[list[Any]] = []
-    inserts: list[list[Any]] = []
-    for row, values in encoded:
-        was = expected.get(row.order_id)
-        if was is None:
-            inserts.append(values)
-        else:
-            updates.append(values)
-            values.append(was)
-    written = await conn.fetchval(
-        _write_sql(table), orjson.dumps(updates).decode(), orjson.dumps(inserts).decode(),
-        [values[0] for values in updates],
-    )
+    held = {row.order_id: was for row in rows if (was := expected.get(row.order_id)) is not None}
+    values_json = orjson.dumps([values for _, values in encoded]).decode()
+    written = await conn.fetchval(_write_sql(table), values_json, orjson.dumps(held).decode())
     done = set(written or ())
     lost = [] if len(done) == len(rows) else [r.order_id for r in rows if r.order_id not in done]
     if cache is not None:
