@@ -209,7 +209,7 @@ async def test_the_order_write_finds_stored_rows_through_the_key(conn: asyncpg.C
     await conn.execute("SET plan_cache_mode = force_generic_plan")
     await conn.execute("PREPARE write_orders AS " + order_store._write_sql("order_summary"))
     plan = "\n".join(r[0] for r in await conn.fetch(
-        "EXPLAIN EXECUTE write_orders('[]', '{}')"))
+        "EXPLAIN EXECUTE write_orders('[]', '{}', '{}')"))
     assert "Seq Scan on order_summary" not in plan, plan
     assert "order_summary_pkey" in plan, plan
 
@@ -497,6 +497,21 @@ async def test_two_writers_lock_order_rows_in_one_key_order(pg_dsn: str, conn: a
         assert await asyncio.wait_for(task, 10) == ["X1"]  # theirs since: reloaded by the projection
     finally:
         await other.close()
+
+
+async def test_a_cached_row_whose_transaction_rolled_back_is_not_written(conn: asyncpg.Connection) -> None:
+    """The row cache keeps what a transaction wrote even if it then rolled back: a later
+    write from that copy must find the table without the row and fold again from nothing."""
+    await create_tables(conn)
+    first = placed("z1", "z", T0, "c", "s", 1, D("2"), D("2"))
+    paid = Event("z2", "PaymentSucceeded", "z", T0 + timedelta(minutes=1), {"amount": None})
+    orders = OrdersProjection()
+    rolled_back = conn.transaction()
+    await rolled_back.start()
+    await orders.apply(conn, [Positioned(first, "t", 0, 0)], LOGICAL)
+    await rolled_back.rollback()
+    await apply(conn, [Positioned(paid, "t", 1, 0)], projections=[orders, TimelineProjection()])
+    await assert_tables_match(conn, [paid])
 
 
 async def test_stale_cached_rows_are_caught(conn: asyncpg.Connection) -> None:

@@ -261,10 +261,15 @@ def _write_sql(table: str) -> str:
     # order rows in one key order: an UPDATE of the rows held then an INSERT of the new ones
     # locked in two, and two writers could each wait on the other (a deadlock). ON CONFLICT
     # locks the row even where the comparison fails: a row absent from $2 (taken for new)
-    # or changed meanwhile is left alone and not returned, so it is lost, to be reloaded.
+    # or changed meanwhile is left alone and not returned, so it is lost, to be reloaded. A row
+    # held but absent (a copy a rolled-back transaction cached) is not inserted: lost too, as
+    # its deltas were computed against that copy (rows are never deleted, so a row found
+    # conflicts and is compared). $3: the held order ids, found through the primary key.
     return (
         f"WITH written AS (INSERT INTO {t} AS o ({', '.join(COLUMNS)}, updated_seq) "
         f"SELECT {', '.join(values)}, nextval('{UPDATED_SEQ}') FROM jsonb_array_elements($1::jsonb) AS r "
+        f"WHERE NOT $2::jsonb ? (r->>0) OR r->>0 IN (SELECT x.order_id FROM {t} AS x "
+        "WHERE x.order_id = ANY($3::text[])) "
         f"ON CONFLICT (order_id) DO UPDATE SET {sets}, updated_seq = EXCLUDED.updated_seq "
         "WHERE o.event_ids = ($2::jsonb ->> EXCLUDED.order_id)::text[] RETURNING o.order_id) "
         "SELECT array_agg(order_id) FROM written"
@@ -305,7 +310,7 @@ async def write(
     encoded = [(row, record(row)) for row in rows]
     held = {row.order_id: was for row in rows if (was := expected.get(row.order_id)) is not None}
     values_json = orjson.dumps([values for _, values in encoded]).decode()
-    written = await conn.fetchval(_write_sql(table), values_json, orjson.dumps(held).decode())
+    written = await conn.fetchval(_write_sql(table), values_json, orjson.dumps(held).decode(), list(held))
     done = set(written or ())
     lost = [] if len(done) == len(rows) else [r.order_id for r in rows if r.order_id not in done]
     if cache is not None:
