@@ -22,7 +22,7 @@ from projector.events import Event
 from projector.projection import Positioned
 from projector.projections import _rows, customer_summary, daily_sales, order_store, product_sales
 from projector.projections.order_summary import MONEY, OrderRow
-from projector.projections.orders_plan import OrdersPlan, _by_order, _plan
+from projector.projections.orders_plan import OrdersPlan, group_by_order, plan_grouped
 from projector.projections.row_cache import RowCache
 
 ORDER_SUMMARY = "order_summary"
@@ -107,10 +107,10 @@ class OrdersProjection:
         if not batch:
             return set()
         orders_table = physical[ORDER_SUMMARY]
-        by_order = _by_order(p.event for p in batch)
+        by_order = group_by_order(p.event for p in batch)
         current, expected = await self._current(conn, orders_table, by_order)
         with decimal.localcontext(MONEY):
-            decided = _plan(current, by_order)
+            decided = plan_grouped(current, by_order)
         cache = self.cache
         lost = await order_store.write(conn, orders_table, decided.rows, expected, cache)
         rounds = 1
@@ -133,7 +133,7 @@ class OrdersProjection:
                     current[order_id] = row
                     expected[order_id] = order_store.fingerprint(row)
             with decimal.localcontext(MONEY):
-                decided = _plan(current, by_order)
+                decided = plan_grouped(current, by_order)
             retry = set(lost)
             lost = await order_store.write(
                 conn, orders_table, [r for r in decided.rows if r.order_id in retry], expected, cache

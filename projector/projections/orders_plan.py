@@ -89,10 +89,11 @@ def plan(current: Mapping[str, OrderRow], events: Sequence[Event]) -> OrdersPlan
     are ignored; the result does not depend on the order of ``events``.
     """
     with decimal.localcontext(MONEY):
-        return _plan(current, _by_order(events))
+        return plan_grouped(current, group_by_order(events))
 
 
-def _by_order(events: Iterable[Event]) -> dict[str, list[Event]]:
+def group_by_order(events: Iterable[Event]) -> dict[str, list[Event]]:
+    """``events`` by order_id, each order's in the given order."""
     by_order: dict[str, list[Event]] = {}
     for event in events:
         events_of = by_order.get(event.order_id)
@@ -103,7 +104,8 @@ def _by_order(events: Iterable[Event]) -> dict[str, list[Event]]:
     return by_order
 
 
-def _plan(current: Mapping[str, OrderRow], by_order: Mapping[str, list[Event]]) -> OrdersPlan:
+def plan_grouped(current: Mapping[str, OrderRow], by_order: Mapping[str, list[Event]]) -> OrdersPlan:
+    """:func:`plan` of events already grouped by order; the caller holds MONEY as the decimal context."""
     rows: list[OrderRow] = []
     customers: dict[str, list[Any]] = {}
     products: dict[str, list[Any]] = {}
