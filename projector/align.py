@@ -111,6 +111,20 @@ class Aligner:
             return True, self.horizon(unfetched)
         return False, None
 
+    def holds(self, n: int, horizon: Any = None) -> bool:
+        """Whether :meth:`take` of ``n`` records up to ``horizon`` would take ``n``."""
+        if horizon is None or self._size < n:
+            return self._size >= n
+        count = 0
+        for buffer in self._buffers.values():
+            for entry in buffer:
+                if entry[0] > horizon:
+                    break
+                count += 1
+                if count >= n:
+                    return True
+        return False
+
     def take(self, n: int, horizon: Any = None) -> dict[TP, list[Entry]]:
         """Up to ``n`` records, oldest timestamp first; per partition, a prefix in offset order.
 

@@ -17,6 +17,7 @@ import operator
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +45,7 @@ NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
 # How often the stored checkpoints are compared with the engine's own (see _verify_checkpoints).
 _VERIFY_INTERVAL_S = 5.0
-_ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as full, in batches
+_ALIGN_BATCHES = 3  # records the aligner holds before a partition counts as full, in batches
 # A batch's transaction lets PostgreSQL keep generic plans where the session plans each
 # statement with its arguments (projector.db.WRITER_SETTINGS): planning was a quarter of
 # PostgreSQL's time for a live batch of 50 events. Sequential scans are off, so a plan made
@@ -60,6 +61,17 @@ PosKey = tuple[str, int, int]
 
 def _pos(pe: Positioned) -> PosKey:
     return (pe.topic, pe.partition, pe.offset)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch cut, sorted into each projection's work and prepared."""
+
+    records: dict[TP, Sequence[Any]]
+    decoded: Decoded
+    work: list[ProjectionWork]
+    unknown: dict[str, int]
+    events: list[list[Positioned]]  # each work's events: the lists its projection prepared
 
 
 class _ApplyFailed(Exception):
@@ -122,7 +134,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         # Finish the batch in flight before the partitions move: its
         # checkpoints are compare-and-set, so a late commit would be fenced.
-        async with self.engine._batch_lock:
+        async with self.engine._between_batches():
             self.engine._forget([(tp.topic, tp.partition) for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
@@ -166,6 +178,9 @@ class Engine:
         self.only = only
         self._physical_override = {k: dict(v) for k, v in (physical or {}).items()}
         self._batch_lock = asyncio.Lock()
+        # The batch committing in the background while the next one is prepared.
+        self._inflight: asyncio.Task[bool] | None = None
+        self._inflight_batch: _Batch | None = None
         # Fetched records wait here to be cut into timestamp-ordered batches.
         self._aligner = Aligner(cap=settings.batch_max_events)
         self._last_take = 0.0
@@ -237,7 +252,7 @@ class Engine:
             # Shutdown, in order: 1. stop fetching (the loop has returned);
             # 2. the batch in flight was committed or abandoned by the loop;
             # 3. leave the group and close the connections.
-            async with self._batch_lock:
+            async with self._between_batches():
                 await self._commit_kafka_offsets(force=True)
             with contextlib.suppress(KafkaError, asyncio.CancelledError):
                 await consumer.stop()
@@ -296,7 +311,7 @@ class Engine:
         starts = await source([TopicPartition(*tp) for tp in tps])
         # Under the batch lock: a batch in flight must not overwrite these
         # positions with ones it computed before the assignment.
-        async with self._batch_lock:
+        async with self._between_batches():
             for tp in tps:
                 self._log_starts[tp] = starts[TopicPartition(*tp)]
                 for name, stored in loaded.items():
@@ -350,8 +365,11 @@ class Engine:
     async def _consume_routine(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
         """Cut batches out of what the fetch routine buffered, and apply them.
 
-        The fetch routine decodes the next records while a batch's statements
-        run: the event loop is otherwise idle then.
+        While a batch's statements run, this process prepares the next batch (its
+        projections' folding and encoding, :meth:`_prepare`) and the fetch
+        routine decodes the records after it: the event loop is otherwise idle
+        then. A batch is committed in the background (:attr:`_inflight`) and
+        the next one starts once it has committed.
         """
         batch_max = self.settings.batch_max_events
         self._last_take = time.monotonic()
@@ -364,14 +382,16 @@ class Engine:
                 # even if no fetch returns meanwhile (the poll timeout may be longer).
                 patience = (max(0.0, MAX_WAIT_S - (time.monotonic() - self._last_take)) + 0.01
                             if len(self._aligner) else None)
-                await asyncio.wait([waiter, fetching, stop], timeout=patience,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([waiter, fetching, stop, *[t for t in [self._inflight] if t]],
+                                   timeout=patience, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 if stopping.is_set():
                     return
                 if fetching.done():
                     fetching.result()  # a fetch routine that failed stops the engine
                     return
+                if self._inflight is not None and self._inflight.done():
+                    self._settled()  # raises what stopped the batch
                 # Cleared before looking, not before waiting: what the fetch
                 # routine adds while this batch runs wakes the next round.
                 self._fetched.clear()
@@ -380,13 +400,32 @@ class Engine:
                     unfetched, behind = await self._unfetched(consumer)
                     cut, horizon = self._aligner.ready(
                         unfetched, behind, batch_max, time.monotonic() - self._last_take, self._idle)
+                    if (cut and behind >= batch_max and self._inflight is not None
+                            and not self._inflight.done()
+                            and not self._aligner.holds(batch_max, horizon)):
+                        # Catching up, while a batch commits: let the fetch routine fill the
+                        # next one (cut now, it would be smaller and cost as many statements).
+                        cut = False
                     if cut:
                         entries = self._aligner.take(batch_max, horizon)
                         self._room.set()
-                        await self._process(consumer, entries, stopping)
-                        # Freed now, not when the next batch is taken: the peak holds
-                        # one batch less (a batch is the bulk of the projector's memory).
+                        batch = await self._prepare(consumer, entries)
                         del entries
+                        if self._inflight is not None:
+                            await asyncio.wait([self._inflight])
+                            if not self._settled() and batch is not None:
+                                # Prepared against checkpoints the batch before did not
+                                # commit (fenced, or abandoned as the engine stops).
+                                if not stopping.is_set():
+                                    await self._reseek(consumer, list(batch.records))
+                                batch = None
+                        if batch is not None:
+                            self._inflight_batch = batch
+                            self._inflight = asyncio.ensure_future(
+                                self._finish(consumer, batch, stopping))
+                        # Freed with its task, not when the next batch is taken: the peak
+                        # holds one batch less (a batch is the bulk of the projector's memory).
+                        del batch
                         self._last_take = time.monotonic()
                 # Outside the lock: a commit can wait on a rebalance, whose revoke
                 # callback waits for this lock.
@@ -396,6 +435,30 @@ class Engine:
             fetching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fetching
+            if self._inflight is not None:
+                # The batch in flight commits, or is abandoned if the engine stops.
+                try:
+                    await asyncio.wait([self._inflight])
+                except asyncio.CancelledError:
+                    self._inflight.cancel()
+                    raise
+                self._settled()
+
+    def _settled(self) -> bool:
+        """Take the result of the batch in flight, which is done: whether every
+        projection committed it. Raises what made it fail."""
+        task, self._inflight, self._inflight_batch = self._inflight, None, None
+        return True if task is None else task.result()
+
+    @contextlib.asynccontextmanager
+    async def _between_batches(self) -> AsyncIterator[None]:
+        """The batch lock, once the batch in flight is done: the positions are the
+        committed ones and no batch runs until the block ends. The consume routine
+        takes the batch's result (and its error) itself."""
+        async with self._batch_lock:
+            if self._inflight is not None:
+                await asyncio.wait([self._inflight])
+            yield
 
     async def _fetch_routine(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
         """Fetch and decode into the aligner, while it has room."""
@@ -509,26 +572,57 @@ class Engine:
                     task.add_done_callback(lambda t: t.exception())
                     self.refused[tp] = "above log end"
 
-    async def _process(self, consumer: AIOKafkaConsumer,
-                       entries: Mapping[TP, Sequence[tuple[Any, ...]]],
-                       stopping: asyncio.Event) -> None:
+    async def _prepare(self, consumer: AIOKafkaConsumer,
+                       entries: Mapping[TP, Sequence[tuple[Any, ...]]]) -> _Batch | None:
+        """Sort ``entries`` into each projection's work, from the checkpoints the batch
+        in flight leaves, and let the projections prepare it (see Projection.prepare).
+
+        Runs while the batch before commits; if that one does not commit whole, this
+        one is dropped and its partitions re-sought.
+        """
         active = [p for p in self.projections if p.name not in self.paused]
-        records = self._without_jumps(consumer, entries, active)
+        positions = {name: dict(pos) for name, pos in self.positions.items()}
+        if self._inflight_batch is not None:
+            for w in self._inflight_batch.work:
+                positions[w.projection.name].update(
+                    (tp, part.next_offset) for tp, part in w.partitions.items())
+        records = self._without_jumps(consumer, entries, active, positions)
         if not records:
-            return
+            return None
         decoded = Decoded(records)
-        work, unknown = plan_work(active, self.positions, decoded)
+        work, unknown = plan_work(active, positions, decoded)
         if not work:
-            return
+            return None
+        events = [list(itertools.chain.from_iterable(p.events for p in w.partitions.values()))
+                  for w in work]
+        for w, batch in zip(work, events, strict=True):
+            prepare = getattr(w.projection, "prepare", None)
+            if prepare is None or not batch:
+                continue
+            try:
+                await prepare(batch, self._physical[w.projection.name])
+            except Exception as exc:
+                # Its apply does the work again in the transaction, where a failure
+                # is retried (transient) or isolated (a poison event) as usual.
+                log.debug("%s: preparing a batch failed (%r); applying it unprepared",
+                          w.projection.name, exc)
+        return _Batch(records, decoded, work, unknown, events)
+
+    async def _finish(self, consumer: AIOKafkaConsumer, batch: _Batch,
+                      stopping: asyncio.Event) -> bool:
+        """Commit a prepared batch, each projection in its own transaction; whether
+        every projection committed it."""
+        records, decoded, work, unknown = batch.records, batch.decoded, batch.work, batch.unknown
         started = time.perf_counter()
         # Each projection commits in its own transaction (its checkpoints are
         # its own), on its own connection, all at once: PostgreSQL writes one
         # projection's rows while this process plans another's.
         if len(work) == 1:
-            outcomes = [await self._commit_retrying(work[0], decoded, stopping)]
+            outcomes = [await self._commit_retrying(work[0], decoded, batch.events[0], stopping)]
         else:
             outcomes = await gather_or_cancel(
-                *(self._commit_retrying(w, decoded, stopping) for w in work))
+                *(self._commit_retrying(w, decoded, events, stopping)
+                  for w, events in zip(work, batch.events, strict=True)))
         elapsed = time.perf_counter() - started
         committed = [(w, o) for w, o in zip(work, outcomes, strict=True) if o is not None]
         # A decoder rejection is one shared entry, whichever projections moved past it.
@@ -559,9 +653,10 @@ class Engine:
             self.events_applied += applied
         if len(committed) < len(work) and not stopping.is_set():
             await self._reseek(consumer, list(records))  # a projection was fenced
+        return len(committed) == len(work)
 
     async def _commit_retrying(
-        self, w: ProjectionWork, decoded: Decoded, stopping: asyncio.Event
+        self, w: ProjectionWork, decoded: Decoded, events: list[Positioned], stopping: asyncio.Event
     ) -> tuple[int, dict[LetterKey, str]] | None:
         """Commit one projection's part of a batch, retrying transient failures.
 
@@ -572,7 +667,7 @@ class Engine:
         isolate = False
         while True:
             try:
-                return await self._commit(w, decoded, poison, isolate)
+                return await self._commit(w, decoded, events, poison, isolate)
             except _ApplyFailed:
                 # Find the events the projection fails on, then apply the others whole.
                 found = await self._find_poison(w, poison)
@@ -617,7 +712,8 @@ class Engine:
 
     def _without_jumps(self, consumer: AIOKafkaConsumer,
                        records: Mapping[TP, Sequence[tuple[Any, ...]]],
-                       active: Sequence[Projection]) -> dict[TP, Sequence[Any]]:
+                       active: Sequence[Projection],
+                       positions: Mapping[str, Mapping[TP, int]]) -> dict[TP, Sequence[Any]]:
         """Drop partitions whose records start past the checkpoint, and re-seek them.
 
         Applying them would move the checkpoint over events never applied. A
@@ -626,8 +722,7 @@ class Engine:
         """
         out: dict[TP, Sequence[Any]] = {}
         for tp, recs in records.items():
-            expected = [self.positions[p.name][tp] for p in active
-                        if tp in self.positions[p.name]]
+            expected = [positions[p.name][tp] for p in active if tp in positions[p.name]]
             first = recs[0][1].offset if recs else None  # (timestamp, record, item)
             if not expected or first is None:
                 out[tp] = recs
@@ -648,7 +743,7 @@ class Engine:
             consumer.seek(TopicPartition(*tp), jump[0])
         return out
 
-    async def _commit(self, w: ProjectionWork, decoded: Decoded,
+    async def _commit(self, w: ProjectionWork, decoded: Decoded, events: list[Positioned],
                       poison: Mapping[PosKey, BaseException] | None = None,
                       isolate: bool = False) -> tuple[int, dict[LetterKey, str]]:
         """One projection's part of a batch, its dead letters and its checkpoints,
@@ -666,7 +761,6 @@ class Engine:
         name = w.projection.name
         letters: dict[LetterKey, dead_letters.DeadLetter] = {}
         async with self.pool.acquire() as conn, self._live_transaction(conn, name):
-            events = list(itertools.chain.from_iterable(p.events for p in w.partitions.values()))
             failed: list[tuple[Positioned, BaseException]] = []
             if poison:
                 failed = [(e, poison[_pos(e)]) for e in events if _pos(e) in poison]
@@ -822,7 +916,7 @@ class Engine:
         that receives nothing new. A stored checkpoint *ahead* of ours is another
         instance's work: its compare-and-set fences us on our next batch.
         """
-        async with self._batch_lock:  # no batch in flight: ours are the committed positions
+        async with self._between_batches():  # ours are the committed positions
             tps = [(ktp.topic, ktp.partition) for ktp in consumer.assignment()
                    if (ktp.topic, ktp.partition) not in self.refused]
             if not tps:
@@ -847,7 +941,7 @@ class Engine:
             paused = {r["name"] for r in rows if r["paused"]}
             resumed = self.paused - paused
             if paused != self.paused:
-                async with self._batch_lock:
+                async with self._between_batches():
                     self.paused = paused
                     if resumed:
                         log.info("resumed %s: catching up from its checkpoints",

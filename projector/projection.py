@@ -56,3 +56,20 @@ class Projection(Protocol):
         names of the tables it changed.
         """
         ...
+
+
+class Preparing(Projection, Protocol):
+    """A projection that can do the CPU work of :meth:`apply` ahead.
+
+    The engine calls :meth:`prepare` while the previous batch commits, then
+    ``apply`` with the same ``batch`` object, which uses what was prepared
+    (``apply`` handed any other list, or called again after a failure, does all
+    the work itself). Nothing prepared is trusted: ``apply`` must stay correct
+    whatever happened between the two calls, including the previous batch not
+    committing (the engine then drops this one) or another writer.
+    """
+
+    async def prepare(self, batch: Sequence[Positioned], physical: Mapping[str, str]) -> None:
+        """Prepare ``batch`` for :meth:`apply`, without the database. May raise:
+        ``apply`` then does the work."""
+        ...

@@ -58,6 +58,11 @@ class Shadow:
                     physical: Mapping[str, str]) -> set[str]:
         return await self.inner.apply(conn, batch, physical)
 
+    async def prepare(self, batch: Sequence[Positioned], physical: Mapping[str, str]) -> None:
+        prepare = getattr(self.inner, "prepare", None)
+        if prepare is not None:
+            await prepare(batch, physical)
+
 
 @dataclass(slots=True)
 class Progress:

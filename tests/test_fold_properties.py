@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from hypothesis import given, settings
@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from projector.events import EVENT_TYPES, Event
 from projector.projections import customer_summary
+from projector.projections.order_summary import MONEY as MONEY_CONTEXT
 from projector.projections.order_summary import OrderRow, fold, fold_all
-from projector.projections.orders_plan import OrdersPlan, Totals, plan, totals
+from projector.projections.orders_plan import OrdersPlan, Planner, Totals, plan, plan_grouped, totals
 
 D = Decimal
 # Two minutes before midnight: a few minutes of spread move orders across days.
@@ -181,3 +182,28 @@ def test_replaying_a_whole_stream_changes_nothing(case: tuple[list[Event], list[
     again = plan(current, list(reversed(stream)))
     assert (again.rows, again.customers, again.customer_bounds) == ((), {}, {})
     assert (again.products, again.days, again.recompute_customers) == ({}, {}, ())
+
+
+@settings(max_examples=200, deadline=None)
+@given(deliveries(), st.data())
+def test_planning_in_parts_gives_the_plan_of_the_whole(
+    case: tuple[list[Event], list[Event]], data: st.DataObject
+) -> None:
+    """Orders planned a slice at a time, and some last and out of key order (those the
+    row cache could not vouch for, read in the transaction), plan as one."""
+    _, stream = case
+    first = data.draw(st.integers(0, len(stream)))
+    current = {r.order_id: r for r in plan({}, stream[:first]).rows}
+    by_order: dict[str, list[Event]] = {}
+    for event in stream[first:]:
+        by_order.setdefault(event.order_id, []).append(event)
+    ids = sorted(by_order)
+    late = sorted(data.draw(st.sets(st.sampled_from(ids))) if ids else set())
+    early = [i for i in ids if i not in late]
+    size = data.draw(st.integers(1, 3))
+    with localcontext(MONEY_CONTEXT):
+        planner = Planner()
+        for at in range(0, len(early), size):
+            planner.add(current, by_order, early[at:at + size])
+        planner.add(current, by_order, late)
+        assert planner.result() == plan_grouped(current, by_order)

@@ -183,6 +183,51 @@ async def test_random_batches_match_the_fold(conn: asyncpg.Connection, seed: int
     assert changed == 0
 
 
+class _Failed(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("cache_rows", "failing"),
+    [(50_000, None), (7, None), (50_000, "retried"), (50_000, "dropped"), (0, "dropped")],
+)
+async def test_batches_prepared_ahead_match_the_fold(
+    conn: asyncpg.Connection, cache_rows: int, failing: str | None
+) -> None:
+    """As the engine runs them: each batch prepared while the one before is applied and
+    not yet committed. One batch fails after the next was prepared: ``retried``, it is
+    applied again (the next keeps its preparation); ``dropped``, both are delivered
+    again as new batches (the engine re-seeks)."""
+    rng = random.Random(cache_rows + len(failing or ""))
+    await create_tables(conn)
+    projections = (OrdersProjection(cache_rows), TimelineProjection())
+    events = random_events(rng, 150)
+    batches = split(rng, deliver(rng, events, duplicates=len(events) // 3), batches=8)
+    for p in projections:
+        await p.prepare(batches[0], LOGICAL)
+    k = 0
+    fail_at = 3 if failing else -1
+    while k < len(batches):
+        try:
+            async with conn.transaction():
+                for p in projections:
+                    await p.apply(conn, batches[k], LOGICAL)
+                if k + 1 < len(batches):
+                    for p in projections:
+                        await p.prepare(batches[k + 1], LOGICAL)
+                if k == fail_at:
+                    raise _Failed
+        except _Failed:
+            fail_at = -1
+            if failing == "dropped":
+                batches[k:k + 2] = [list(batches[k]), list(batches[k + 1])]  # fetched again
+                for p in projections:
+                    await p.prepare(batches[k], LOGICAL)
+            continue  # "retried": the same batch, now without its preparation
+        k += 1
+    await assert_tables_match(conn, events)
+
+
 async def test_shadow_tables_under_other_names(conn: asyncpg.Connection) -> None:
     physical = {t: f"{t}__rebuild_{'x' * 40}" for t in LOGICAL}  # long: hashed index names
     await create_tables(conn, physical)

@@ -46,13 +46,17 @@ class Summary(NamedTuple):
     last_order_at: datetime
 
 
+# tuple.__new__ builds the NamedTuple without its generated Python __new__ (see order_summary).
+_new = tuple.__new__
+
+
 def contribution(row: OrderRow) -> dict[str, Vector]:
     """``{customer_id: vector}``, empty until the order's OrderPlaced is known."""
     if row.placed_at is None or row.customer_id is None:
         return {}
     paid = row.paid_at is not None
     spent = MONEY.subtract(row.paid_amount if paid else ZERO, row.refunded_amount)
-    return {row.customer_id: Vector(1, int(paid), int(row.cancelled_at is not None), spent)}
+    return {row.customer_id: _new(Vector, (1, int(paid), int(row.cancelled_at is not None), spent))}
 
 
 def ddl(table: str) -> list[str]:

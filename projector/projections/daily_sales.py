@@ -28,6 +28,10 @@ class Vector(NamedTuple):
     revenue: Decimal
 
 
+# tuple.__new__ builds the NamedTuple without its generated Python __new__ (see order_summary).
+_new = tuple.__new__
+
+
 def contribution(row: OrderRow) -> dict[date, Vector]:
     """``{placed UTC date: vector}``, empty before OrderPlaced."""
     if row.placed_at is None:
@@ -35,7 +39,7 @@ def contribution(row: OrderRow) -> dict[date, Vector]:
     paid = row.paid_at is not None
     revenue = MONEY.subtract(row.paid_amount if paid else ZERO, row.refunded_amount)
     day = row.placed_at.astimezone(UTC).date()
-    return {day: Vector(1, int(paid), int(row.cancelled_at is not None), revenue)}
+    return {day: _new(Vector, (1, int(paid), int(row.cancelled_at is not None), revenue))}
 
 
 def ddl(table: str) -> list[str]:

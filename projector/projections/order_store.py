@@ -30,7 +30,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -290,6 +290,41 @@ async def load(
     return {r[0]: from_stored(r) for r in records}
 
 
+class Encoded(NamedTuple):
+    """Rows encoded for :func:`write_encoded`, in key order: each with its
+    fingerprint and its values; and the fingerprints the table should hold."""
+
+    rows: list[tuple[OrderRow, str, list[Any]]]
+    held: dict[str, str]
+
+
+def encode(rows: Sequence[OrderRow], expected: Mapping[str, str | None]) -> Encoded:
+    """The write of ``rows`` (sorted by order_id) against ``expected`` (see :func:`write`)."""
+    out = Encoded([], {})
+    encode_into(out, rows, expected)
+    return out
+
+
+def encode_into(encoded: Encoded, rows: Sequence[OrderRow], expected: Mapping[str, str | None]) -> None:
+    """Add ``rows`` (sorted by order_id, after those ``encoded`` has) to ``encoded``."""
+    out, held = encoded.rows, encoded.held
+    for row in rows:
+        values = record(row)
+        out.append((row, values[_EVENT_IDS_AT], values))
+        was = expected.get(row.order_id)
+        if was is not None:
+            held[row.order_id] = was
+
+
+def merged(a: Encoded, b: Encoded) -> Encoded:
+    """Two encodings of distinct rows as one, in key order."""
+    return Encoded(sorted(a.rows + b.rows, key=_first_order_id), {**a.held, **b.held})
+
+
+def _first_order_id(entry: tuple[OrderRow, str, list[Any]]) -> str:
+    return entry[0].order_id
+
+
 async def write(
     conn: Any,
     table: str,
@@ -305,17 +340,23 @@ async def write(
     reloaded (locked) and folded again. Written rows go to ``cache`` with their
     fingerprint.
     """
+    return await write_encoded(conn, table, encode(rows, expected), cache)
+
+
+async def write_encoded(
+    conn: Any, table: str, encoded: Encoded, cache: RowCache[OrderRow] | None = None
+) -> list[str]:
+    """:func:`write` of rows already encoded."""
+    rows = encoded.rows
     if not rows:
         return []
-    encoded = [(row, record(row)) for row in rows]
-    held = {row.order_id: was for row in rows if (was := expected.get(row.order_id)) is not None}
-    values_json = orjson.dumps([values for _, values in encoded]).decode()
-    written = await conn.fetchval(_write_sql(table), values_json, orjson.dumps(held).decode(), list(held))
+    held = encoded.held
+    written = await conn.fetchval(_write_sql(table), orjson.dumps([e[2] for e in rows]).decode(),
+                                  orjson.dumps(held).decode(), list(held))
     done = set(written or ())
-    lost = [] if len(done) == len(rows) else [r.order_id for r in rows if r.order_id not in done]
+    lost = [] if len(done) == len(rows) else [e[0].order_id for e in rows if e[0].order_id not in done]
     if cache is not None:
-        for row, values in encoded:
+        for row, fingerprint_, _ in rows:
             if not lost or row.order_id in done:
-                # The fingerprint is the event_ids literal record() made.
-                cache.put(table, row.order_id, values[_EVENT_IDS_AT], row)
+                cache.put(table, row.order_id, fingerprint_, row)
     return lost

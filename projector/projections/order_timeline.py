@@ -84,10 +84,18 @@ class TimelineProjection:
     def __init__(self) -> None:
         # (physical table, event ids of each of its last batches): a hint, see the module docstring.
         self._recent: tuple[str, collections.deque[set[str]]] = ("", collections.deque())
+        # (batch, physical table, its rows) prepared and not applied yet.
+        self._ahead: collections.deque[tuple[Sequence[Positioned], str, str | None]] = (
+            collections.deque(maxlen=2))
 
     def ddl(self, physical: Mapping[str, str]) -> list[str]:
         """CREATE statements for the physical name of ``order_timeline``."""
         return ddl(physical[TABLE])
+
+    async def prepare(self, batch: Sequence[Positioned], physical: Mapping[str, str]) -> None:
+        """Encode ``batch``'s rows while the batch before it commits (see
+        :class:`~projector.projection.Preparing`)."""
+        self._ahead.append((batch, physical[TABLE], self._encode(batch, physical[TABLE])))
 
     async def apply(
         self, conn: Any, batch: Sequence[Positioned], physical: Mapping[str, str]
@@ -96,11 +104,33 @@ class TimelineProjection:
 
         Returns ``{"order_timeline"}`` if any row was inserted, else an empty set.
         """
+        table = physical[TABLE]
+        for ahead in self._ahead:
+            if ahead[0] is batch and ahead[1] == table:
+                self._ahead.remove(ahead)
+                param = ahead[2]
+                break
+        else:
+            param = self._encode(batch, table)
+        if param is None:
+            return set()
+        # The batch's transaction was begun in SQL (asyncpg's nested transaction() refuses
+        # it): a savepoint of our own, never released, costs one round trip.
+        await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            status = await conn.execute(_insert_sql(table, probe=True), param)
+        except asyncpg.UniqueViolationError:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            status = await conn.execute(_insert_sql(table), param)  # the mark is ignored
+        # Command tag "INSERT 0 <rows>".
+        return {TABLE} if int(status.rsplit(" ", 1)[-1]) > 0 else set()
+
+    def _encode(self, batch: Sequence[Positioned], table: str) -> str | None:
+        """The insert's rows, in key order; those of the last batches marked (None: no row)."""
         # A duplicate keeps its first position: read backwards, the first one is set last.
         first = {p.event.event_id: p for p in reversed(batch)}
         if not first:
-            return set()
-        table = physical[TABLE]
+            return None
         if self._recent[0] != table:
             self._recent = (table, collections.deque(maxlen=_RECENT_BATCHES))
         recent = self._recent[1]
@@ -114,14 +144,4 @@ class TimelineProjection:
                 row += (1,)
             rows.append(row)
         recent.append(set(first))
-        param = _rows.param(rows)
-        # The batch's transaction was begun in SQL (asyncpg's nested transaction() refuses
-        # it): a savepoint of our own, never released, costs one round trip.
-        await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
-        try:
-            status = await conn.execute(_insert_sql(table, probe=True), param)
-        except asyncpg.UniqueViolationError:
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-            status = await conn.execute(_insert_sql(table), param)  # the mark is ignored
-        # Command tag "INSERT 0 <rows>".
-        return {TABLE} if int(status.rsplit(" ", 1)[-1]) > 0 else set()
+        return _rows.param(rows)

@@ -12,9 +12,12 @@ instance wrote the same order meanwhile.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import decimal
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from projector.errors import TransientError
@@ -22,7 +25,7 @@ from projector.events import Event
 from projector.projection import Positioned
 from projector.projections import _rows, customer_summary, daily_sales, order_store, product_sales
 from projector.projections.order_summary import MONEY, OrderRow
-from projector.projections.orders_plan import OrdersPlan, group_by_order, plan_grouped
+from projector.projections.orders_plan import OrdersPlan, Planner, group_by_order, plan_grouped
 from projector.projections.row_cache import RowCache
 
 ORDER_SUMMARY = "order_summary"
@@ -32,6 +35,9 @@ DAILY_SALES = "daily_sales"
 
 # A lost compare-and-set is settled in one extra round: the reload locks the rows.
 _MAX_WRITE_ROUNDS = 3
+# Orders folded between two yields to the event loop while a batch is prepared ahead
+# (~2 ms): the batch committing meanwhile waits no longer than that for its turn.
+_SLICE = 128
 
 @functools.lru_cache(maxsize=64)
 def _aggregates_sql(customers: str, products: str, days: str) -> str:
@@ -70,6 +76,20 @@ async def _write_aggregates(conn: Any, physical: Mapping[str, str], decided: Ord
     return changed
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A batch folded and its order rows encoded, before its transaction."""
+
+    batch: Sequence[Positioned]
+    physical: dict[str, str]
+    by_order: dict[str, list[Event]]
+    current: dict[str, OrderRow]
+    expected: dict[str, str | None]
+    unknown: list[str]  # orders the cache could not vouch for: read in the transaction
+    planner: Planner  # the other orders, planned
+    encoded: order_store.Encoded
+
+
 class OrdersProjection:
     """Projection ``orders``: order_summary, customer_summary, product_sales, daily_sales."""
 
@@ -81,6 +101,11 @@ class OrdersProjection:
         """``cache_rows``: order rows kept in memory between batches, ~3 KB each
         (see :class:`~projector.projections.row_cache.RowCache`); 0 disables the cache."""
         self.cache: RowCache[OrderRow] = RowCache(cache_rows)
+        # Batches prepared and not applied yet: the next one, and one the engine dropped.
+        self._ahead: collections.deque[_Prepared] = collections.deque(maxlen=2)
+        # The orders of the batch prepared last (by physical table): new to the cache
+        # but maybe not to the table, if that batch is still being written.
+        self._previous: tuple[str, Mapping[str, list[Event]]] = ("", {})
 
     def ddl(self, physical: Mapping[str, str]) -> list[str]:
         """CREATE statements (tables, then indexes) for the physical names of the four tables."""
@@ -92,6 +117,25 @@ class OrdersProjection:
         ]
         return sorted(statements, key=lambda s: not s.startswith("CREATE TABLE"))
 
+    async def prepare(self, batch: Sequence[Positioned], physical: Mapping[str, str]) -> None:
+        """Fold and encode ``batch`` while the batch before it commits (see
+        :class:`~projector.projection.Preparing`), as far as the row cache allows:
+        the orders it cannot vouch for are read and folded by :meth:`apply`.
+
+        It yields to the event loop every few orders, so that the statements of the
+        batch before go on. The rows planned go to the row cache now, so that the
+        next batch, prepared before this one commits, folds into them. Every write
+        is compare-and-set, so a row cached here that is not written (this batch
+        fails, or loses the row to another writer) costs a reload, never a wrong row.
+        """
+        if not batch:
+            return
+        prepared = await self._prepare(batch, physical, yielding=True)
+        table = physical[ORDER_SUMMARY]
+        for row, fingerprint, _ in prepared.encoded.rows:
+            self.cache.put(table, row.order_id, fingerprint, row)
+        self._ahead.append(prepared)
+
     async def apply(
         self, conn: Any, batch: Sequence[Positioned], physical: Mapping[str, str]
     ) -> set[str]:
@@ -100,20 +144,47 @@ class OrdersProjection:
         Statements: a load of the batch's orders the row cache cannot vouch
         for (except those with an OrderPlaced: assumed new), one order_summary
         write, one statement upserting the deltas of the three aggregate tables,
-        and rarely a customer recompute, a delete of emptied aggregate rows, or a
-        locked reload and second write of orders another
-        transaction wrote meanwhile.
+        and rarely a customer recompute, a delete of emptied aggregate rows, or
+        a locked reload and second write of orders another transaction wrote
+        meanwhile.
         """
         if not batch:
             return set()
         orders_table = physical[ORDER_SUMMARY]
-        by_order = group_by_order(p.event for p in batch)
-        current, expected = await self._current(conn, orders_table, by_order)
-        with decimal.localcontext(MONEY):
-            decided = plan_grouped(current, by_order)
         cache = self.cache
-        lost = await order_store.write(conn, orders_table, decided.rows, expected, cache)
+        prepared = self._take_ahead(batch, physical)
+        ahead = prepared is not None
+        if prepared is None:
+            prepared = await self._prepare(batch, physical, yielding=False)
+        by_order, current, expected = prepared.by_order, prepared.current, prepared.expected
+        planner, encoded = prepared.planner, prepared.encoded
+        if prepared.unknown:
+            # Read in the transaction: it sees what the batch before committed.
+            stored = await order_store.load(conn, orders_table, prepared.unknown)
+            current, expected = dict(current), dict(expected)
+            for order_id in prepared.unknown:
+                found = stored.get(order_id)
+                if found is None:
+                    expected[order_id] = None
+                else:
+                    current[order_id] = found
+                    expected[order_id] = order_store.fingerprint(found)
+            with decimal.localcontext(MONEY):
+                more = planner.add(current, by_order, prepared.unknown)
+            if more:
+                encoded = order_store.merged(encoded, order_store.encode(more, expected))
+        decided = planner.result()
+        # Rows prepared ahead were cached then: an older copy must not replace what
+        # the next batch, prepared meanwhile, made of them.
+        lost = await order_store.write_encoded(conn, orders_table, encoded, None if ahead else cache)
+        if ahead and prepared.unknown:
+            unknown, lost_ = set(prepared.unknown), set(lost)
+            for written, fingerprint, _ in encoded.rows:
+                if written.order_id in unknown and written.order_id not in lost_:
+                    cache.put(orders_table, written.order_id, fingerprint, written)
         rounds = 1
+        if lost:
+            current, expected = dict(current), dict(expected)
         while lost:
             # Another transaction wrote these orders since we read them (or
             # never committed the copy we cached): lock them, re-plan the
@@ -125,13 +196,13 @@ class OrdersProjection:
                 )
             stored = await order_store.load(conn, orders_table, lost, lock=True)
             for order_id in lost:
-                row = stored.get(order_id)
-                if row is None:
+                reloaded = stored.get(order_id)
+                if reloaded is None:
                     current.pop(order_id, None)
                     expected[order_id] = None
                 else:
-                    current[order_id] = row
-                    expected[order_id] = order_store.fingerprint(row)
+                    current[order_id] = reloaded
+                    expected[order_id] = order_store.fingerprint(reloaded)
             with decimal.localcontext(MONEY):
                 decided = plan_grouped(current, by_order)
             retry = set(lost)
@@ -145,18 +216,29 @@ class OrdersProjection:
             changed.add(ORDER_SUMMARY)
         return changed
 
-    async def _current(
-        self, conn: Any, table: str, by_order: Mapping[str, list[Event]]
-    ) -> tuple[dict[str, OrderRow], dict[str, str | None]]:
-        """The rows the batch's orders are folded into, and the fingerprint of each
-        (None: not in the table, or assumed new): from the row cache, else loaded in
-        one statement."""
-        ids = sorted(by_order)
-        cached = self.cache.lookup(table, ids)
+    def _take_ahead(self, batch: Sequence[Positioned], physical: Mapping[str, str]) -> _Prepared | None:
+        for prepared in self._ahead:
+            if prepared.batch is batch and prepared.physical == physical:
+                self._ahead.remove(prepared)
+                return prepared
+        return None
+
+    async def _prepare(self, batch: Sequence[Positioned], physical: Mapping[str, str],
+                       yielding: bool) -> _Prepared:
+        """The batch folded into the rows the cache holds (and new orders) and
+        encoded; the other orders are left ``unknown``, for :meth:`apply` to read.
+        ``yielding``: let the event loop run between slices of orders."""
+        table = physical[ORDER_SUMMARY]
+        by_order = group_by_order(p.event for p in batch)
         current: dict[str, OrderRow] = {}
         expected: dict[str, str | None] = {}
-        missing: list[str] = []
+        unknown: list[str] = []
+        known: list[str] = []
+        ids = sorted(by_order)
+        cached = self.cache.lookup(table, ids)
+        previous = self._previous[1] if self._previous[0] == table else {}
         for order_id in ids:
+            events = by_order[order_id]
             hit = cached.get(order_id)
             if hit is not None:
                 fingerprint, row = hit
@@ -165,24 +247,27 @@ class OrdersProjection:
                 # a row that already has every event of the batch is not
                 # written: if a rolled-back transaction left that copy, its
                 # events would be skipped. Such (rare) rows are read instead.
-                if any(e.event_id not in applied for e in by_order[order_id]):
+                if any(e.event_id not in applied for e in events):
                     current[order_id] = row
                     expected[order_id] = fingerprint
+                    known.append(order_id)
                     continue
-            elif any(e.event_type == "OrderPlaced" for e in by_order[order_id]):
+            elif order_id not in previous and any(e.event_type == "OrderPlaced" for e in events):
                 # Most likely a new order (OrderPlaced usually comes first): written
                 # without a read. Should the table have it, the insert leaves it
                 # alone and the write returns it as lost: locked, reloaded, folded again.
+                # Not if the batch before has it: that one may not have written it yet.
                 expected[order_id] = None
+                known.append(order_id)
                 continue
-            missing.append(order_id)
-        if missing:
-            stored = await order_store.load(conn, table, missing)
-            for order_id in missing:
-                found = stored.get(order_id)
-                if found is None:
-                    expected[order_id] = None
-                else:
-                    current[order_id] = found
-                    expected[order_id] = order_store.fingerprint(found)
-        return current, expected
+            unknown.append(order_id)
+        self._previous = (table, by_order)
+        planner = Planner()
+        encoded = order_store.encode([], expected)
+        for at in range(0, len(known), _SLICE):
+            with decimal.localcontext(MONEY):
+                rows = planner.add(current, by_order, known[at:at + _SLICE])
+            order_store.encode_into(encoded, rows, expected)
+            if yielding:
+                await asyncio.sleep(0)
+        return _Prepared(batch, dict(physical), by_order, current, expected, unknown, planner, encoded)

@@ -106,50 +106,82 @@ def group_by_order(events: Iterable[Event]) -> dict[str, list[Event]]:
 
 def plan_grouped(current: Mapping[str, OrderRow], by_order: Mapping[str, list[Event]]) -> OrdersPlan:
     """:func:`plan` of events already grouped by order; the caller holds MONEY as the decimal context."""
-    rows: list[OrderRow] = []
-    customers: dict[str, list[Any]] = {}
-    products: dict[str, list[Any]] = {}
-    days: dict[date, list[Any]] = {}
-    bounds: dict[str, tuple[datetime, datetime]] = {}
-    recompute: set[str] = set()
-    for order_id in sorted(by_order):
-        old = current.get(order_id)
-        batch = by_order[order_id]
-        new = fold_all(old, batch)
-        if new is old:
-            continue
-        rows.append(new)
-        if new.placed_at is None:
-            continue  # no OrderPlaced yet: it contributes nothing, before or after
-        prior = old if old is not None and old.placed_at is not None else None
-        if prior is None:
-            moves = 3
-        else:
-            moves = 0
-            for event in batch:
-                moves |= _MOVES.get(event.event_type, 0)
-            if not moves:
+    planner = Planner()
+    planner.add(current, by_order, sorted(by_order))
+    return planner.result()
+
+
+class Planner:
+    """:func:`plan_grouped` in parts: orders planned a few at a time (:meth:`add`), the
+    plan of all of them at the end (:meth:`result`). The caller holds MONEY as the
+    decimal context while it adds."""
+
+    def __init__(self) -> None:
+        self.rows: list[OrderRow] = []
+        self._customers: dict[str, list[Any]] = {}
+        self._products: dict[str, list[Any]] = {}
+        self._days: dict[date, list[Any]] = {}
+        self._bounds: dict[str, tuple[datetime, datetime]] = {}
+        self._recompute: set[str] = set()
+        self._in_order = True  # rows were added in key order
+
+    def add(self, current: Mapping[str, OrderRow], by_order: Mapping[str, list[Event]],
+            order_ids: Sequence[str]) -> list[OrderRow]:
+        """Fold the events of ``order_ids`` (sorted) into their ``current`` rows (absent:
+        new orders); returns the rows that changed, in key order."""
+        rows: list[OrderRow] = []
+        customers, products, days = self._customers, self._products, self._days
+        bounds, recompute = self._bounds, self._recompute
+        for order_id in order_ids:
+            old = current.get(order_id)
+            batch = by_order[order_id]
+            new = fold_all(old, batch)
+            if new is old:
                 continue
-        _diff(customers, customer_summary.contribution, prior, new)
-        if moves & 2:
-            _diff(products, product_sales.contribution, prior, new)
-        _diff(days, daily_sales.contribution, prior, new)
-        if prior is not None:
-            if (prior.customer_id, prior.placed_at) == (new.customer_id, new.placed_at):
-                continue
-            # A second, earlier OrderPlaced won: a delta cannot undo a min/max.
-            recompute.update(c for c in (prior.customer_id, new.customer_id) if c is not None)
-        if new.customer_id is not None:
-            low, high = bounds.get(new.customer_id, (new.placed_at, new.placed_at))
-            bounds[new.customer_id] = (min(low, new.placed_at), max(high, new.placed_at))
-    return OrdersPlan(
-        rows=tuple(rows),
-        customers=_nonzero(customers, customer_summary.Vector),
-        customer_bounds=bounds,
-        products=_nonzero(products, product_sales.Vector),
-        days=_nonzero(days, daily_sales.Vector),
-        recompute_customers=tuple(sorted(recompute)),
-    )
+            rows.append(new)
+            if new.placed_at is None:
+                continue  # no OrderPlaced yet: it contributes nothing, before or after
+            prior = old if old is not None and old.placed_at is not None else None
+            if prior is None:
+                moves = 3
+            else:
+                moves = 0
+                for event in batch:
+                    moves |= _MOVES.get(event.event_type, 0)
+                if not moves:
+                    continue
+            _diff(customers, customer_summary.contribution, prior, new)
+            if moves & 2:
+                _diff(products, product_sales.contribution, prior, new)
+            _diff(days, daily_sales.contribution, prior, new)
+            if prior is not None:
+                if (prior.customer_id, prior.placed_at) == (new.customer_id, new.placed_at):
+                    continue
+                # A second, earlier OrderPlaced won: a delta cannot undo a min/max.
+                recompute.update(c for c in (prior.customer_id, new.customer_id) if c is not None)
+            if new.customer_id is not None:
+                low, high = bounds.get(new.customer_id, (new.placed_at, new.placed_at))
+                bounds[new.customer_id] = (min(low, new.placed_at), max(high, new.placed_at))
+        if rows and self.rows and rows[0].order_id < self.rows[-1].order_id:
+            self._in_order = False
+        self.rows += rows
+        return rows
+
+    def result(self) -> OrdersPlan:
+        """The plan of every order added."""
+        rows = self.rows if self._in_order else sorted(self.rows, key=_order_id)
+        return OrdersPlan(
+            rows=tuple(rows),
+            customers=_nonzero(self._customers, customer_summary.Vector),
+            customer_bounds=self._bounds,
+            products=_nonzero(self._products, product_sales.Vector),
+            days=_nonzero(self._days, daily_sales.Vector),
+            recompute_customers=tuple(sorted(self._recompute)),
+        )
+
+
+def _order_id(row: OrderRow) -> str:
+    return row.order_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,10 @@ class Vector(NamedTuple):
     order_count: int
 
 
+# tuple.__new__ builds the NamedTuple without its generated Python __new__ (see order_summary).
+_new = tuple.__new__
+
+
 def contribution(row: OrderRow) -> dict[str, Vector]:
     """``{sku: vector}`` over the order's distinct SKUs; empty before OrderPlaced."""
     if row.placed_at is None or not row.items:
@@ -42,8 +46,8 @@ def contribution(row: OrderRow) -> dict[str, Vector]:
             line = MONEY.multiply(item.qty, item.unit_price)
             revenue[item.sku] = MONEY.add(revenue.get(item.sku, ZERO), line)
     if paid:
-        return {sku: Vector(q, q, revenue.get(sku, ZERO), 1) for sku, q in qty.items()}
-    return {sku: Vector(q, 0, ZERO, 1) for sku, q in qty.items()}
+        return {sku: _new(Vector, (q, q, revenue.get(sku, ZERO), 1)) for sku, q in qty.items()}
+    return {sku: _new(Vector, (q, 0, ZERO, 1)) for sku, q in qty.items()}
 
 
 def ddl(table: str) -> list[str]:
