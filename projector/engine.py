@@ -45,7 +45,7 @@ NOTIFY_CHANNEL = "projector_changes"
 _KAFKA_COMMIT_INTERVAL_S = 5.0
 # How often the stored checkpoints are compared with the engine's own (see _verify_checkpoints).
 _VERIFY_INTERVAL_S = 5.0
-_ALIGN_BATCHES = 3  # records the aligner holds before a partition counts as full, in batches
+_ALIGN_BATCHES = 2  # records the aligner holds before a partition counts as full, in batches
 # A batch's transaction lets PostgreSQL keep generic plans where the session plans each
 # statement with its arguments (projector.db.WRITER_SETTINGS): planning was a quarter of
 # PostgreSQL's time for a live batch of 50 events. Sequential scans are off, so a plan made
@@ -180,7 +180,8 @@ class Engine:
         self._batch_lock = asyncio.Lock()
         # The batch committing in the background while the next one is prepared.
         self._inflight: asyncio.Task[bool] | None = None
-        self._inflight_batch: _Batch | None = None
+        # The checkpoints it moves to, if it commits (not the batch: freed when done).
+        self._inflight_ends: dict[str, dict[TP, int]] = {}
         # Fetched records wait here to be cut into timestamp-ordered batches.
         self._aligner = Aligner(cap=settings.batch_max_events)
         self._last_take = 0.0
@@ -420,7 +421,10 @@ class Engine:
                                     await self._reseek(consumer, list(batch.records))
                                 batch = None
                         if batch is not None:
-                            self._inflight_batch = batch
+                            self._inflight_ends = {
+                                w.projection.name: {tp: part.next_offset
+                                                    for tp, part in w.partitions.items()}
+                                for w in batch.work}
                             self._inflight = asyncio.ensure_future(
                                 self._finish(consumer, batch, stopping))
                         # Freed with its task, not when the next batch is taken: the peak
@@ -447,7 +451,7 @@ class Engine:
     def _settled(self) -> bool:
         """Take the result of the batch in flight, which is done: whether every
         projection committed it. Raises what made it fail."""
-        task, self._inflight, self._inflight_batch = self._inflight, None, None
+        task, self._inflight, self._inflight_ends = self._inflight, None, {}
         return True if task is None else task.result()
 
     @contextlib.asynccontextmanager
@@ -581,11 +585,8 @@ class Engine:
         one is dropped and its partitions re-sought.
         """
         active = [p for p in self.projections if p.name not in self.paused]
-        positions = {name: dict(pos) for name, pos in self.positions.items()}
-        if self._inflight_batch is not None:
-            for w in self._inflight_batch.work:
-                positions[w.projection.name].update(
-                    (tp, part.next_offset) for tp, part in w.partitions.items())
+        positions = {name: {**pos, **self._inflight_ends.get(name, {})}
+                     for name, pos in self.positions.items()}
         records = self._without_jumps(consumer, entries, active, positions)
         if not records:
             return None

@@ -105,7 +105,7 @@ class OrdersProjection:
         self._ahead: collections.deque[_Prepared] = collections.deque(maxlen=2)
         # The orders of the batch prepared last (by physical table): new to the cache
         # but maybe not to the table, if that batch is still being written.
-        self._previous: tuple[str, Mapping[str, list[Event]]] = ("", {})
+        self._previous: tuple[str, set[str]] = ("", set())
 
     def ddl(self, physical: Mapping[str, str]) -> list[str]:
         """CREATE statements (tables, then indexes) for the physical names of the four tables."""
@@ -236,7 +236,7 @@ class OrdersProjection:
         known: list[str] = []
         ids = sorted(by_order)
         cached = self.cache.lookup(table, ids)
-        previous = self._previous[1] if self._previous[0] == table else {}
+        previous = self._previous[1] if self._previous[0] == table else set()
         for order_id in ids:
             events = by_order[order_id]
             hit = cached.get(order_id)
@@ -261,7 +261,7 @@ class OrdersProjection:
                 known.append(order_id)
                 continue
             unknown.append(order_id)
-        self._previous = (table, by_order)
+        self._previous = (table, set(by_order))
         planner = Planner()
         encoded = order_store.encode([], expected)
         for at in range(0, len(known), _SLICE):
