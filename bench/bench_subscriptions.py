@@ -88,6 +88,12 @@ async def _lag_routine(lags: list[float]) -> None:
         lags.append(time.perf_counter() - started - 0.01)
 
 
+def _tracer_stamps(entries: Any) -> list[float]:
+    """The producer timestamps (s) of the tracer records among a batch's entries."""
+    return [entry[0] / 1000 for part in entries.values() for entry in part
+            if (entry[1].key or b"").startswith(TRACER_KEYS)]
+
+
 async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_ms: int,
                      fetch_max_wait_ms: int) -> None:
     from projector.db import create_pool
@@ -118,14 +124,16 @@ async def run_engine(dsn: str, bootstrap: str, topics: list[str], poll_timeout_m
                                   for rec in recs if (rec.key or b"").startswith(TRACER_KEYS)]
             return fetched
 
-        async def _process(self, consumer: Any, entries: Any, stopping: asyncio.Event) -> None:
-            stamps = [entry[0] / 1000 for part in entries.values() for entry in part
-                      if (entry[1].key or b"").startswith(TRACER_KEYS)]
+        async def _prepare(self, consumer: Any, entries: Any) -> Any:
             now = time.time()
-            stages["cut"] += [now - t for t in stamps]
-            await super()._process(consumer, entries, stopping)
+            stages["cut"] += [now - t for t in _tracer_stamps(entries)]
+            return await super()._prepare(consumer, entries)
+
+        async def _finish(self, consumer: Any, batch: Any, stopping: asyncio.Event) -> bool:
+            committed = await super()._finish(consumer, batch, stopping)
             now = time.time()
-            stages["committed"] += [now - t for t in stamps]
+            stages["committed"] += [now - t for t in _tracer_stamps(batch.records)]
+            return committed
 
     engine = TimedEngine(settings, pool, ALL, group_id=None)
     tune_gc()  # as `projector run` does

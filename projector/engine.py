@@ -401,11 +401,12 @@ class Engine:
                     unfetched, behind = await self._unfetched(consumer)
                     cut, horizon = self._aligner.ready(
                         unfetched, behind, batch_max, time.monotonic() - self._last_take, self._idle)
-                    if (cut and behind >= batch_max and self._inflight is not None
-                            and not self._inflight.done()
-                            and not self._aligner.holds(batch_max, horizon)):
-                        # Catching up, while a batch commits: let the fetch routine fill the
-                        # next one (cut now, it would be smaller and cost as many statements).
+                    if (cut and self._inflight is not None and not self._inflight.done()
+                            and (behind < batch_max or not self._aligner.holds(batch_max, horizon))):
+                        # While a batch commits, the next is cut only if it is full, catching
+                        # up. Else it waits: in the live tail, for what arrives until then (cut
+                        # now, it would wait for this commit and hold back the records after
+                        # it for its own); in a backlog, for the fetch routine to fill it.
                         cut = False
                     if cut:
                         entries = self._aligner.take(batch_max, horizon)
