@@ -97,7 +97,7 @@ class OrdersProjection:
     version: int = 1
     tables: tuple[str, ...] = (ORDER_SUMMARY, CUSTOMER_SUMMARY, PRODUCT_SALES, DAILY_SALES)
 
-    def __init__(self, cache_rows: int = 10_000) -> None:
+    def __init__(self, cache_rows: int = 5_000) -> None:
         """``cache_rows``: order rows kept in memory between batches, ~3 KB each
         (see :class:`~projector.projections.row_cache.RowCache`); 0 disables the cache."""
         self.cache: RowCache[OrderRow] = RowCache(cache_rows)
