@@ -383,7 +383,7 @@ class Engine:
                 # even if no fetch returns meanwhile (the poll timeout may be longer).
                 patience = (max(0.0, MAX_WAIT_S - (time.monotonic() - self._last_take)) + 0.01
                             if len(self._aligner) else None)
-                await asyncio.wait([waiter, fetching, stop, *[t for t in [self._inflight] if t]],
+                await asyncio.wait([waiter, fetching, stop, *([self._inflight] if self._inflight else [])],
                                    timeout=patience, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 if stopping.is_set():

@@ -8,8 +8,9 @@ writes on the connection it is handed, inside that transaction.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from projector.events import Event
 
@@ -73,3 +74,26 @@ class Preparing(Projection, Protocol):
         """Prepare ``batch`` for :meth:`apply`, without the database. May raise:
         ``apply`` then does the work."""
         ...
+
+
+T = TypeVar("T")
+
+
+class Ahead(Generic[T]):
+    """What a :class:`Preparing` projection prepared for batches not applied yet, by
+    batch identity and physical tables. Holds two: the next batch, and one the engine
+    dropped (pushed out by the next ones)."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[Sequence[Positioned], Mapping[str, str], T]] = deque(maxlen=2)
+
+    def put(self, batch: Sequence[Positioned], physical: Mapping[str, str], prepared: T) -> None:
+        self._items.append((batch, dict(physical), prepared))
+
+    def take(self, batch: Sequence[Positioned], physical: Mapping[str, str]) -> T | None:
+        """What was prepared for this very ``batch`` object (once), else None."""
+        for item in self._items:
+            if item[0] is batch and item[1] == physical:
+                self._items.remove(item)
+                return item[2]
+        return None

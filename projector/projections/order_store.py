@@ -27,7 +27,7 @@ are exact, whatever other instances or rolled-back transactions did.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -344,9 +344,10 @@ async def write(
 
 
 async def write_encoded(
-    conn: Any, table: str, encoded: Encoded, cache: RowCache[OrderRow] | None = None
+    conn: Any, table: str, encoded: Encoded, cache: RowCache[OrderRow] | None = None,
+    only: Collection[str] | None = None,
 ) -> list[str]:
-    """:func:`write` of rows already encoded."""
+    """:func:`write` of rows already encoded; ``only``: the order ids to cache (all if None)."""
     rows = encoded.rows
     if not rows:
         return []
@@ -357,6 +358,6 @@ async def write_encoded(
     lost = [] if len(done) == len(rows) else [e[0].order_id for e in rows if e[0].order_id not in done]
     if cache is not None:
         for row, fingerprint_, _ in rows:
-            if not lost or row.order_id in done:
+            if (not lost or row.order_id in done) and (only is None or row.order_id in only):
                 cache.put(table, row.order_id, fingerprint_, row)
     return lost

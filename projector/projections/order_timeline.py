@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from projector.projection import Positioned
+from projector.projection import Ahead, Positioned
 from projector.projections import _rows
 from projector.projections._names import UPDATED_SEQ, index_name, quote_ident
 
@@ -84,9 +84,8 @@ class TimelineProjection:
     def __init__(self) -> None:
         # (physical table, event ids of each of its last batches): a hint, see the module docstring.
         self._recent: tuple[str, collections.deque[set[str]]] = ("", collections.deque())
-        # (batch, physical table, its rows) prepared and not applied yet.
-        self._ahead: collections.deque[tuple[Sequence[Positioned], str, str | None]] = (
-            collections.deque(maxlen=2))
+        # The rows of the batches prepared and not applied yet.
+        self._ahead: Ahead[str | None] = Ahead()
 
     def ddl(self, physical: Mapping[str, str]) -> list[str]:
         """CREATE statements for the physical name of ``order_timeline``."""
@@ -95,7 +94,7 @@ class TimelineProjection:
     async def prepare(self, batch: Sequence[Positioned], physical: Mapping[str, str]) -> None:
         """Encode ``batch``'s rows while the batch before it commits (see
         :class:`~projector.projection.Preparing`)."""
-        self._ahead.append((batch, physical[TABLE], self._encode(batch, physical[TABLE])))
+        self._ahead.put(batch, physical, self._encode(batch, physical[TABLE]))
 
     async def apply(
         self, conn: Any, batch: Sequence[Positioned], physical: Mapping[str, str]
@@ -105,12 +104,8 @@ class TimelineProjection:
         Returns ``{"order_timeline"}`` if any row was inserted, else an empty set.
         """
         table = physical[TABLE]
-        for ahead in self._ahead:
-            if ahead[0] is batch and ahead[1] == table:
-                self._ahead.remove(ahead)
-                param = ahead[2]
-                break
-        else:
+        param = self._ahead.take(batch, physical)
+        if param is None:
             param = self._encode(batch, table)
         if param is None:
             return set()

@@ -13,7 +13,6 @@ instance wrote the same order meanwhile.
 from __future__ import annotations
 
 import asyncio
-import collections
 import decimal
 import functools
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 
 from projector.errors import TransientError
 from projector.events import Event
-from projector.projection import Positioned
+from projector.projection import Ahead, Positioned
 from projector.projections import _rows, customer_summary, daily_sales, order_store, product_sales
 from projector.projections.order_summary import MONEY, OrderRow
 from projector.projections.orders_plan import OrdersPlan, Planner, group_by_order, plan_grouped
@@ -80,14 +79,25 @@ async def _write_aggregates(conn: Any, physical: Mapping[str, str], decided: Ord
 class _Prepared:
     """A batch folded and its order rows encoded, before its transaction."""
 
-    batch: Sequence[Positioned]
-    physical: dict[str, str]
     by_order: dict[str, list[Event]]
     current: dict[str, OrderRow]
     expected: dict[str, str | None]
     unknown: list[str]  # orders the cache could not vouch for: read in the transaction
     planner: Planner  # the other orders, planned
     encoded: order_store.Encoded
+
+
+def _from_table(order_ids: Sequence[str], stored: Mapping[str, OrderRow],
+                current: dict[str, OrderRow], expected: dict[str, str | None]) -> None:
+    """Fold ``order_ids`` into the rows the table holds (``stored``; absent: new orders)."""
+    for order_id in order_ids:
+        row = stored.get(order_id)
+        if row is None:
+            current.pop(order_id, None)
+            expected[order_id] = None
+        else:
+            current[order_id] = row
+            expected[order_id] = order_store.fingerprint(row)
 
 
 class OrdersProjection:
@@ -101,8 +111,7 @@ class OrdersProjection:
         """``cache_rows``: order rows kept in memory between batches, ~3 KB each
         (see :class:`~projector.projections.row_cache.RowCache`); 0 disables the cache."""
         self.cache: RowCache[OrderRow] = RowCache(cache_rows)
-        # Batches prepared and not applied yet: the next one, and one the engine dropped.
-        self._ahead: collections.deque[_Prepared] = collections.deque(maxlen=2)
+        self._ahead: Ahead[_Prepared] = Ahead()
         # The orders of the batch prepared last (by physical table): new to the cache
         # but maybe not to the table, if that batch is still being written.
         self._previous: tuple[str, set[str]] = ("", set())
@@ -134,7 +143,7 @@ class OrdersProjection:
         table = physical[ORDER_SUMMARY]
         for row, fingerprint, _ in prepared.encoded.rows:
             self.cache.put(table, row.order_id, fingerprint, row)
-        self._ahead.append(prepared)
+        self._ahead.put(batch, physical, prepared)
 
     async def apply(
         self, conn: Any, batch: Sequence[Positioned], physical: Mapping[str, str]
@@ -152,7 +161,8 @@ class OrdersProjection:
             return set()
         orders_table = physical[ORDER_SUMMARY]
         cache = self.cache
-        prepared = self._take_ahead(batch, physical)
+        # Taken from ahead or made here, the preparation is this call's alone to change.
+        prepared = self._ahead.take(batch, physical)
         ahead = prepared is not None
         if prepared is None:
             prepared = await self._prepare(batch, physical, yielding=False)
@@ -161,14 +171,7 @@ class OrdersProjection:
         if prepared.unknown:
             # Read in the transaction: it sees what the batch before committed.
             stored = await order_store.load(conn, orders_table, prepared.unknown)
-            current, expected = dict(current), dict(expected)
-            for order_id in prepared.unknown:
-                found = stored.get(order_id)
-                if found is None:
-                    expected[order_id] = None
-                else:
-                    current[order_id] = found
-                    expected[order_id] = order_store.fingerprint(found)
+            _from_table(prepared.unknown, stored, current, expected)
             with decimal.localcontext(MONEY):
                 more = planner.add(current, by_order, prepared.unknown)
             if more:
@@ -176,15 +179,9 @@ class OrdersProjection:
         decided = planner.result()
         # Rows prepared ahead were cached then: an older copy must not replace what
         # the next batch, prepared meanwhile, made of them.
-        lost = await order_store.write_encoded(conn, orders_table, encoded, None if ahead else cache)
-        if ahead and prepared.unknown:
-            unknown, lost_ = set(prepared.unknown), set(lost)
-            for written, fingerprint, _ in encoded.rows:
-                if written.order_id in unknown and written.order_id not in lost_:
-                    cache.put(orders_table, written.order_id, fingerprint, written)
+        lost = await order_store.write_encoded(conn, orders_table, encoded, cache,
+                                               only=set(prepared.unknown) if ahead else None)
         rounds = 1
-        if lost:
-            current, expected = dict(current), dict(expected)
         while lost:
             # Another transaction wrote these orders since we read them (or
             # never committed the copy we cached): lock them, re-plan the
@@ -194,15 +191,8 @@ class OrdersProjection:
                     f"order_summary: rows {lost[:5]} kept changing under "
                     f"{rounds} write rounds; retry the batch"
                 )
-            stored = await order_store.load(conn, orders_table, lost, lock=True)
-            for order_id in lost:
-                reloaded = stored.get(order_id)
-                if reloaded is None:
-                    current.pop(order_id, None)
-                    expected[order_id] = None
-                else:
-                    current[order_id] = reloaded
-                    expected[order_id] = order_store.fingerprint(reloaded)
+            _from_table(lost, await order_store.load(conn, orders_table, lost, lock=True),
+                        current, expected)
             with decimal.localcontext(MONEY):
                 decided = plan_grouped(current, by_order)
             retry = set(lost)
@@ -215,13 +205,6 @@ class OrdersProjection:
         if decided.rows:
             changed.add(ORDER_SUMMARY)
         return changed
-
-    def _take_ahead(self, batch: Sequence[Positioned], physical: Mapping[str, str]) -> _Prepared | None:
-        for prepared in self._ahead:
-            if prepared.batch is batch and prepared.physical == physical:
-                self._ahead.remove(prepared)
-                return prepared
-        return None
 
     async def _prepare(self, batch: Sequence[Positioned], physical: Mapping[str, str],
                        yielding: bool) -> _Prepared:
@@ -263,11 +246,11 @@ class OrdersProjection:
             unknown.append(order_id)
         self._previous = (table, set(by_order))
         planner = Planner()
-        encoded = order_store.encode([], expected)
+        encoded = order_store.Encoded([], {})
         for at in range(0, len(known), _SLICE):
             with decimal.localcontext(MONEY):
                 rows = planner.add(current, by_order, known[at:at + _SLICE])
             order_store.encode_into(encoded, rows, expected)
             if yielding:
                 await asyncio.sleep(0)
-        return _Prepared(batch, dict(physical), by_order, current, expected, unknown, planner, encoded)
+        return _Prepared(by_order, current, expected, unknown, planner, encoded)
