@@ -113,7 +113,8 @@ async def test_a_client_stalled_too_long_is_dropped_with_4008(dsn: str) -> None:
                 n = 0
                 while served.sample("api_websocket_connections_dropped_total", reason="slow_consumer") == 0:
                     n += 1
-                    await _churn(conn, [f"slow-{n % 50}"], "slow", n)
+                    # Ten changes a round: the socket's buffers fill ten times sooner.
+                    await _churn(conn, [f"slow-{(10 * n + k) % 50}" for k in range(10)], "slow", n)
                     await asyncio.sleep(0.01)
                     assert n < 3000, "the stalled client was never dropped"
                 await until(lambda: len(served.live.registry) == 1)
