@@ -1,7 +1,10 @@
 """Engine benchmark: a 1,000,000-event backlog projected from empty to caught up.
 
-Also measures the tutorial-style consumer (bench/naive.py) on a sample, in the
-same run, and prints the ratio. Figures go to bench/results/engine.json.
+Also measures, in the same run: the CPU an event costs the projector and
+PostgreSQL; the same backlog read by a projection that writes nothing (the
+ceiling of one projector process: reading, decoding, batching, checkpoints);
+the tutorial-style consumer (bench/naive.py) on a sample, and prints the ratio.
+Figures go to bench/results/engine.json.
 
     python bench/bench_engine.py [--events 1000000] [--naive-sample 20000] [--rebuild-workers 2]
 """
@@ -17,12 +20,13 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Stack, stack, write_results
+from common import Stack, postgres_cpu_s, stack, write_results
 from naive import run_naive
 
 from projector.db import create_pool, migrate
@@ -89,6 +93,26 @@ async def _rebuild(dsn: str, bootstrap: str, topics: tuple[str, ...], records: i
             "workers": workers}
 
 
+def _engine(s: Stack, database: str, topics: tuple[str, ...], per_topic: dict[str, int],
+            *mode: str) -> dict[str, Any]:
+    """engine_worker.py's figures over the backlog, on a new database, and the CPU an event."""
+    dsn = asyncio.run(_database(s, database))
+    worker = Path(__file__).resolve().parent / "engine_worker.py"
+    pg_before = postgres_cpu_s()
+    out = subprocess.run([sys.executable, str(worker), dsn, s.bootstrap, ",".join(topics),
+                          json.dumps(per_topic), *mode], capture_output=True, text=True, check=False)
+    pg_after = postgres_cpu_s()
+    if out.returncode != 0:
+        sys.exit(f"engine worker failed:\n{out.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    records = figures["records"]
+    figures["cpu_us_per_event"] = 1e6 * figures.pop("cpu_s") / records
+    # The whole run's PostgreSQL CPU (none when it is not on this machine).
+    figures["postgres_cpu_us_per_event"] = (
+        None if pg_before is None or pg_after is None else 1e6 * (pg_after - pg_before) / records)
+    return {**figures, "dsn": dsn}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -101,13 +125,10 @@ def main() -> None:
         topics = tuple(prefix + t for t in DEFAULT_TOPICS)
         per_topic, publish_rate = asyncio.run(_publish(s, topics, args.events))
 
-        dsn = asyncio.run(_database(s, "bench_engine"))
-        worker = Path(__file__).resolve().parent / "engine_worker.py"
-        out = subprocess.run([sys.executable, str(worker), dsn, s.bootstrap, ",".join(topics),
-                              json.dumps(per_topic)], capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            sys.exit(f"engine worker failed:\n{out.stderr[-3000:]}")
-        engine = json.loads(out.stdout.strip().splitlines()[-1])
+        engine = _engine(s, "bench_engine", topics, per_topic)
+        dsn = engine.pop("dsn")
+        ingest = _engine(s, "bench_ingest", topics, per_topic, "ingest")
+        ingest.pop("dsn")
 
         # As `projector rebuild` runs it (uvloop when installed).
         rebuild = run(_rebuild(dsn, s.bootstrap, topics, sum(per_topic.values()), args.rebuild_workers))
@@ -129,6 +150,13 @@ def main() -> None:
     print(f"            batches {engine['batches']:,} of {engine['mean_batch_records']:,.0f} events;"
           f" commit p50 {engine['commit_p50_ms']:.1f} ms, p99 {engine['commit_p99_ms']:.1f} ms;"
           f" peak RSS {engine['peak_rss_mb']:.0f} MB (target < 300)")
+    pg_cpu = engine["postgres_cpu_us_per_event"]
+    print(f"            CPU an event: projector {engine['cpu_us_per_event']:.1f} µs"
+          + ("" if pg_cpu is None else f", PostgreSQL {pg_cpu:.1f} µs")
+          + f" (two cores give {2e6 / 50_000:.0f} µs an event at 50,000 events/s)")
+    print(f"ingest only {ingest['records']:>10,} events  {ingest['records_per_s']:>10,.0f} events/s"
+          f"   (a projection that writes nothing: reading, decoding, batching, checkpoints;"
+          f" {ingest['cpu_us_per_event']:.1f} µs CPU an event)")
     print(f"naive       {naive['records']:>10,} events  {naive['records_per_s']:>10,.0f} events/s"
           f"   (one transaction per event + processed_events)")
     print(f"ratio       {ratio:>10.1f}x   (target >= 40x)")
@@ -137,7 +165,7 @@ def main() -> None:
     print(f"rebuild     {rebuild['records']:>10,} events  {rebuild['records_per_s']:>10,.0f} events/s"
           f"   (target >= 80,000), {rebuild_ratio:.1f}x the live path (target >= 1.5x);"
           f" {rebuild['workers']} loading process(es)")
-    path = write_results("engine", {"engine": engine, "naive": naive, "ratio": ratio,
+    path = write_results("engine", {"engine": engine, "ingest_only": ingest, "naive": naive, "ratio": ratio,
                                     "naive_synchronous_commit_off": naive_async,
                                     "ratio_synchronous_commit_off": ratio_async,
                                     "rebuild": rebuild, "rebuild_vs_live": rebuild_ratio,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from projector.embedded import EmbeddedBroker, EmbeddedPostgres
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,6 +67,18 @@ def host_speed_ms() -> float:
             total += i * i
         best = min(best, time.perf_counter() - started)
     return 1000 * best
+
+
+def postgres_cpu_s() -> float | None:
+    """CPU seconds used so far by this machine's PostgreSQL processes, those that ended
+    included (the postmaster's children times); None when none is local."""
+    total, found = 0.0, False
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if proc.info["name"] == "postgres" and times is not None:
+            found = True
+            total += times.user + times.system + times.children_user + times.children_system
+    return total if found else None
 
 
 def percentile(values: list[float], q: float) -> float:
